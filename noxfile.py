@@ -1,0 +1,48 @@
+"""Developer sessions: tests, lint, typecheck, bench.
+
+`nox -s tests` is the command the README and CI run; it needs only Python and pip.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = ["3.11"]
+
+
+def tests_impl(session: nox.Session, *pytest_args: str) -> None:
+    """Install the package with every extra the tests need and run pytest."""
+    session.install("-e", ".[all,test]")
+    session.run("pytest", *pytest_args, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite, real OpenBao and moto servers included."""
+    tests_impl(session)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[all]", "mypy>=1.10", "types-PyYAML", "types-aiofiles")
+    session.run("mypy", "--strict", "simpletuner_secrets")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the alternatives, printed as ratios."""
+    session.install("-e", ".[all,test,bench]")
+    for script in ("bench_cache.py",):
+        session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -1,0 +1,50 @@
+"""The exception tree of simpletuner-secrets.
+
+    SecretsError
+    ├── ProviderError        a back-end failed (unreachable, denied, malformed, timed out)
+    │   └── SecretFileError  a secrets file is malformed, too large or unsafe
+    └── ConfigurationError   settings are missing, partial or contradictory
+
+No message built here ever contains a secret value: callers pass names, paths, line numbers
+and causes, never document content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ConfigurationError", "ProviderError", "SecretFileError", "SecretsError"]
+
+
+class SecretsError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ProviderError(SecretsError):
+    """A provider could not answer: its back-end failed, refused, or sent something malformed.
+
+    Attributes:
+        provider: The name of the provider that failed (``"aws"``, ``"vault"``, ...).
+    """
+
+    def __init__(self, message: str, *, provider: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class SecretFileError(ProviderError):
+    """A secrets file is malformed, too large, or refused for its permissions.
+
+    Attributes:
+        path: The file concerned.
+        line: The 1-based line of a parse error, when known.
+    """
+
+    def __init__(self, message: str, *, path: Path | str, line: int | None = None) -> None:
+        super().__init__(message, provider="file")
+        self.path = Path(path)
+        self.line = line
+
+
+class ConfigurationError(SecretsError):
+    """Settings are missing, partial or contradictory (a Vault URL without a token, say)."""

@@ -1,0 +1,149 @@
+"""The provider contract: what every secret source implements, built-in or user-written.
+
+`DocumentSecretProvider` is the shape of the built-in file and remote providers: they load one
+whole document per refresh and answer every key from it.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..errors import ProviderError
+from ..keys import normalize_key
+
+__all__ = ["DocumentSecretProvider", "SecretProvider", "document_from_mapping"]
+
+
+class SecretProvider(abc.ABC):
+    """One source of secrets in the chain.
+
+    Subclasses set `name` and implement `get`. `get` returns ``None`` only when the key is
+    absent; a back-end failure raises `ProviderError`. A provider's ``repr`` never shows a
+    token or a value.
+
+    Attributes:
+        name: Short identifier used in logs, stats and the CLI (``"env"``, ``"vault"``, ...).
+        cache_answers: Whether `SecretsManager` may cache this provider's answers for its
+            ``cache_ttl``. Providers that manage freshness themselves (environment, file) say
+            ``False``.
+    """
+
+    name: ClassVar[str] = "custom"
+    cache_answers: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> str | None:
+        """Return the value of ``key``, or ``None`` when the provider does not have it.
+
+        Args:
+            key: Any spelling of the key; providers match it by its normalized form.
+
+        Returns:
+            The value, or ``None`` when absent. An empty value counts as absent.
+
+        Raises:
+            ProviderError: The back-end failed.
+        """
+
+    def is_available(self) -> bool:
+        """Return whether the provider is configured and its dependencies importable."""
+        return True
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
+        """Release clients and connections. Safe to call more than once."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class DocumentSecretProvider(SecretProvider):
+    """A provider that loads a whole document of secrets at once and answers keys from it.
+
+    Subclasses implement `load_document`, which fetches the document from the back-end with no
+    caching. `SecretsManager` caches the document (one fetch per refresh for every key);
+    standalone use goes through `get`, which coalesces concurrent loads and keeps the document
+    for `document_ttl` seconds.
+    """
+
+    #: How long `get` keeps a loaded document when the provider is used on its own.
+    document_ttl: float = 300.0
+
+    def __init__(self) -> None:
+        from ..cache import TTLCache  # local: the cache module imports nothing from here
+
+        self._document_cache: TTLCache[Mapping[str, str]] = TTLCache(
+            default_ttl=self.document_ttl, max_size=1
+        )
+
+    @abc.abstractmethod
+    async def load_document(self) -> Mapping[str, str]:
+        """Fetch the whole document from the back-end, keys normalized, values as text.
+
+        Returns:
+            A mapping of normalized key to non-empty value. A missing document is empty.
+
+        Raises:
+            ProviderError: The back-end failed or the document is malformed.
+        """
+
+    async def document(self) -> Mapping[str, str]:
+        """Return the current document, loading it once for all concurrent callers."""
+        return await self._document_cache.get_or_set_async("document", self.load_document)
+
+    async def get(self, key: str) -> str | None:
+        """Return the value of ``key`` from the document, or ``None`` when absent."""
+        return (await self.document()).get(normalize_key(key))
+
+    def invalidate(self) -> None:
+        """Forget the loaded document so that the next `get` loads it again."""
+        self._document_cache.clear()
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    # Numbers and booleans come back as their JSON text (5432, true); containers as JSON.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def document_from_mapping(data: Any, *, provider: str, source: str) -> dict[str, str]:
+    """Turn a parsed document into ``{normalized key: text value}``.
+
+    Keys are matched by their normalized form; ``null`` and empty values count as absent.
+
+    Args:
+        data: The parsed document (must be a mapping with string keys).
+        provider: Provider name for error messages.
+        source: Where the document came from (path, secret name), for error messages.
+
+    Returns:
+        The normalized document.
+
+    Raises:
+        ProviderError: ``data`` is not a mapping, or has a key that is not a valid string key.
+    """
+    if not isinstance(data, Mapping):
+        raise ProviderError(
+            f"{provider}: {source} holds a {type(data).__name__}, not an object of key/value pairs",
+            provider=provider,
+        )
+    document: dict[str, str] = {}
+    for raw_key, value in data.items():
+        if not isinstance(raw_key, str):
+            raise ProviderError(
+                f"{provider}: {source} has a key of type {type(raw_key).__name__}; keys must be strings",
+                provider=provider,
+            )
+        try:
+            key = normalize_key(raw_key)
+        except ValueError as exc:
+            raise ProviderError(f"{provider}: {source} has an invalid key: {exc}", provider=provider) from None
+        if value is None:
+            continue
+        text = _as_text(value)
+        if text:
+            document[key] = text
+    return document
