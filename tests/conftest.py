@@ -1,0 +1,5 @@
+"""Suite-wide fixtures: real back-end servers come from tests/servers/, loaded as plugins."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.servers.bao", "tests.servers.moto"]
