@@ -1,0 +1,685 @@
+"""TTLCache: a thread-safe LRU + TTL cache whose misses coalesce across tasks, threads and loops.
+
+Hits take no lock; writes, evictions and loads do. The clock is injectable so tests tick it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar, cast, overload
+
+__all__ = [
+    "TTLCache",
+    "cached",
+    "get_provider_config_cache",
+    "get_user_permission_cache",
+    "invalidate_provider_cache",
+    "invalidate_user_cache",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_MISSING: Any = object()
+
+# How often a waiter on another event loop looks whether the loading loop died under it.
+_DEAD_LOOP_POLL_S = 0.5
+
+#: Event loops that are blocked waiting for the current call (the sync facade sets this when it
+#: is called from inside a running loop). Joining a load led by such a loop would deadlock, so
+#: loads led there are not joined: the caller loads on its own.
+blocked_loops: ContextVar[frozenset[asyncio.AbstractEventLoop]] = ContextVar(
+    "simpletuner_secrets_blocked_loops", default=frozenset()
+)
+
+
+class _Abandoned(Exception):
+    """A load ended without a result (its event loop shut down): waiters load again."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, payload: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(payload)
+    else:
+        fut.set_exception(payload)
+
+
+class _Load:
+    """One in-flight factory call and everyone waiting for it.
+
+    The leader runs the factory (in its own task for async loads, inline for sync ones); each
+    async waiter owns a future on its own loop, each sync waiter blocks on `event`. Cancelling a
+    waiter cancels only its own future.
+    """
+
+    __slots__ = ("done", "event", "loop", "ok", "payload", "task", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        # The loop the factory runs on; None for a load run inline by a thread (get_or_set).
+        self.loop = loop
+        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
+        self.event: threading.Event | None = None
+        self.done = False
+        self.ok = False
+        self.payload: Any = None
+        # asyncio keeps only weak references to tasks: hold ours until it is done.
+        self.task: asyncio.Task[None] | None = None
+
+    def finish(self, ok: bool, payload: Any) -> None:
+        """Deliver the outcome to every waiter. Called once, under no lock."""
+        here = _running_loop()
+        for loop, fut in self.waiters:
+            if loop is here:
+                _resolve(fut, ok, payload)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_resolve, fut, ok, payload)
+                except RuntimeError:
+                    pass  # that waiter's loop is closed: nobody is left to tell
+        self.waiters = []
+        if self.event is not None:
+            self.event.set()
+
+
+class TTLCache(Generic[T]):
+    """A thread-safe cache with per-entry TTL, true LRU eviction and single-flight loading.
+
+    Hits are lock-free reads of an `OrderedDict` (safe under the GIL); every mutation holds a
+    lock. `get_or_set` and `get_or_set_async` coalesce concurrent misses on a key, across tasks,
+    threads and event loops, into one factory call whose result (or exception) every waiter
+    receives. Exceptions are not cached; ``None`` results are.
+
+    Args:
+        default_ttl: Seconds an entry lives when `set` is given no ``ttl``.
+        max_size: Most entries held; inserting a new key at capacity evicts the least recently
+            used one.
+        cleanup_interval: Expired entries are purged at least this often while the cache is
+            written to or missed.
+        timer: Monotonic clock returning seconds; inject a fake one in tests.
+
+    Raises:
+        ValueError: A negative TTL or interval, or ``max_size`` below 1.
+    """
+
+    def __init__(
+        self,
+        default_ttl: float = 300.0,
+        max_size: int = 1000,
+        cleanup_interval: float = 60.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if default_ttl < 0:
+            raise ValueError(f"default_ttl must be >= 0, got {default_ttl!r}")
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size!r}")
+        if cleanup_interval < 0:
+            raise ValueError(f"cleanup_interval must be >= 0, got {cleanup_interval!r}")
+        self.default_ttl = float(default_ttl)
+        self.max_size = int(max_size)
+        self.cleanup_interval = float(cleanup_interval)
+        self._timer = timer
+        # key -> (value, expires_at); order is recency, most recent last.
+        self._data: OrderedDict[Hashable, tuple[T, float]] = OrderedDict()
+        self._pending: dict[Hashable, _Load] = {}
+        self._lock = threading.Lock()
+        self._next_cleanup = timer() + self.cleanup_interval
+        self._hits = 0
+        self._misses = 0
+        self._evictions = 0
+        self._expirations = 0
+        self._loads = 0
+        self._coalesced = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(size={len(self._data)}, max_size={self.max_size}, "
+            f"default_ttl={self.default_ttl})"
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @overload
+    def get(self, key: Hashable) -> T | None: ...
+    @overload
+    def get(self, key: Hashable, default: R) -> T | R: ...
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """Return the live value for ``key``, refreshing its recency.
+
+        Args:
+            key: The entry's key.
+            default: Returned when the key is missing or expired.
+
+        Returns:
+            The cached value, or ``default``.
+        """
+        try:
+            value, expires = self._data[key]
+        except KeyError:
+            self._misses += 1
+            return default
+        if expires > self._timer():
+            try:
+                self._data.move_to_end(key)
+            except KeyError:
+                pass  # deleted by another thread since we read it; the value was live
+            self._hits += 1
+            return value
+        self._expire(key)
+        self._misses += 1
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            entry = self._data[key]
+        except (KeyError, TypeError):
+            return False
+        return entry[1] > self._timer()
+
+    def __len__(self) -> int:
+        """Return the number of live (unexpired) entries."""
+        now = self._timer()
+        with self._lock:
+            return sum(1 for _, expires in self._data.values() if expires > now)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _ttl(self, ttl: float | None) -> float:
+        if ttl is None:
+            return self.default_ttl
+        if ttl < 0:
+            raise ValueError(f"ttl must be >= 0, got {ttl!r}")
+        return float(ttl)
+
+    def set(self, key: Hashable, value: T, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``default_ttl`` when None).
+
+        ``ttl=0`` stores an entry that is already expired. Setting a key makes it the most
+        recently used; inserting a new key at capacity evicts the least recently used one.
+
+        Args:
+            key: The entry's key.
+            value: The value; ``None`` is a value like any other.
+            ttl: Seconds to live.
+
+        Raises:
+            ValueError: ``ttl`` is negative.
+        """
+        seconds = self._ttl(ttl)
+        with self._lock:
+            self._store(key, value, seconds)
+
+    def _store(self, key: Hashable, value: T, seconds: float) -> None:
+        # Caller holds the lock.
+        now = self._timer()
+        if now >= self._next_cleanup:
+            self._purge(now)
+        data = self._data
+        if key in data:
+            data[key] = (value, now + seconds)
+            data.move_to_end(key)
+            return
+        if len(data) >= self.max_size:
+            data.popitem(last=False)
+            self._evictions += 1
+        data[key] = (value, now + seconds)
+
+    def _expire(self, key: Hashable) -> None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[1] <= self._timer():
+                del self._data[key]
+                self._expirations += 1
+
+    def _purge(self, now: float) -> int:
+        # Caller holds the lock.
+        dead = [k for k, (_, expires) in self._data.items() if expires <= now]
+        for k in dead:
+            del self._data[k]
+        self._expirations += len(dead)
+        self._next_cleanup = now + self.cleanup_interval
+        return len(dead)
+
+    def purge_expired(self) -> int:
+        """Remove every expired entry now.
+
+        Returns:
+            How many entries were removed.
+        """
+        with self._lock:
+            return self._purge(self._timer())
+
+    def delete(self, key: Hashable) -> bool:
+        """Remove ``key``; an in-flight load of it will not be stored.
+
+        Args:
+            key: The entry's key.
+
+        Returns:
+            Whether a live entry was removed.
+        """
+        with self._lock:
+            self._pending.pop(key, None)
+            entry = self._data.pop(key, None)
+            return entry is not None and entry[1] > self._timer()
+
+    def clear(self) -> int:
+        """Remove every entry; in-flight loads will not be stored.
+
+        Returns:
+            How many entries were removed.
+        """
+        with self._lock:
+            count = len(self._data)
+            self._data.clear()
+            self._pending.clear()
+            return count
+
+    def invalidate_prefix(self, prefix: str) -> int:
+        """Remove every entry whose key starts with ``prefix``.
+
+        String keys match by `str.startswith`; keys made by `cached` match by their function
+        name with its ``key_prefix``.
+
+        Args:
+            prefix: The prefix to match.
+
+        Returns:
+            How many entries were removed.
+        """
+        with self._lock:
+            doomed = [k for k in self._data if _key_text(k).startswith(prefix)]
+            for k in doomed:
+                del self._data[k]
+            for k in [k for k in self._pending if _key_text(k).startswith(prefix)]:
+                del self._pending[k]
+            return len(doomed)
+
+    # -- single-flight loads -------------------------------------------------------------
+
+    def _lookup_or_join(
+        self, key: Hashable, loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[Any, _Load | None, bool]:
+        """Under the lock: a live value, or the load to join, or a new load we lead.
+
+        A load led by a loop that is blocked waiting for this very call (the thread's own
+        running loop for a sync call, or a loop in `blocked_loops`) is not joined: that would
+        deadlock, so the caller leads a load of its own.
+
+        Returns ``(value, load, leader)``; ``value`` is `_MISSING` unless it was a hit.
+        """
+        avoid = blocked_loops.get()
+        if loop is None:
+            here = _running_loop()
+            if here is not None:
+                avoid = avoid | {here}
+        with self._lock:
+            entry = self._data.get(key)
+            now = self._timer()
+            if entry is not None and entry[1] > now:
+                self._data.move_to_end(key)
+                self._hits += 1
+                return entry[0], None, False
+            self._misses += 1
+            load = self._pending.get(key)
+            if load is not None and not _dead(load) and load.loop not in avoid:
+                self._coalesced += 1
+                return _MISSING, load, False
+            load = _Load(loop)
+            self._pending[key] = load
+            self._loads += 1
+            return _MISSING, load, True
+
+    def _complete(self, key: Hashable, load: _Load, ok: bool, payload: Any, ttl: float) -> None:
+        with self._lock:
+            if self._pending.get(key) is load:
+                del self._pending[key]
+                if ok:
+                    self._store(key, payload, ttl)
+            load.done, load.ok, load.payload = True, ok, payload
+        load.finish(ok, payload)
+
+    def _abandon(self, key: Hashable, load: _Load) -> None:
+        with self._lock:
+            if self._pending.get(key) is load:
+                del self._pending[key]
+            load.done, load.ok, load.payload = True, False, _Abandoned()
+        load.finish(False, _Abandoned())
+
+    def get_or_set(self, key: Hashable, factory: Callable[[], T], ttl: float | None = None) -> T:
+        """Return the cached value, or call ``factory()`` once for all concurrent callers.
+
+        Threads missing the same key at once wait for one call. A load led by an event loop
+        that is running in this very thread is not joined (that would deadlock): this call then
+        runs ``factory`` itself.
+
+        Args:
+            key: The entry's key.
+            factory: Called with no arguments to produce the value.
+            ttl: Seconds to keep the result (``default_ttl`` when None).
+
+        Returns:
+            The cached or freshly produced value.
+
+        Raises:
+            ValueError: ``ttl`` is negative.
+            Exception: Whatever ``factory`` raised (not cached).
+        """
+        seconds = self._ttl(ttl)
+        while True:
+            value, load, leader = self._lookup_or_join(key, None)
+            if load is None:
+                return cast(T, value)
+            if leader:
+                try:
+                    result = factory()
+                except Exception as exc:
+                    self._complete(key, load, False, exc, seconds)
+                    raise
+                except BaseException:
+                    self._abandon(key, load)  # KeyboardInterrupt and the like: others retry
+                    raise
+                self._complete(key, load, True, result, seconds)
+                return result
+            try:
+                return cast(T, self._wait_sync(load))
+            except _Abandoned:
+                continue
+
+    def _wait_sync(self, load: _Load) -> Any:
+        with self._lock:
+            if not load.done and load.event is None:
+                load.event = threading.Event()
+            event = load.event
+        if event is not None:
+            while not event.wait(_DEAD_LOOP_POLL_S):
+                if _dead(load):
+                    raise _Abandoned()
+        if load.ok:
+            return load.payload
+        raise load.payload
+
+    async def get_or_set_async(
+        self, key: Hashable, factory: Callable[[], Awaitable[T]], ttl: float | None = None
+    ) -> T:
+        """Return the cached value, or await ``factory()`` once for all concurrent callers.
+
+        The load runs in a task of its own, so cancelling any waiter, even the first, leaves the
+        load running for the others. Waiters on other event loops or threads join the same load.
+
+        Args:
+            key: The entry's key.
+            factory: Called with no arguments; returns an awaitable producing the value.
+            ttl: Seconds to keep the result (``default_ttl`` when None).
+
+        Returns:
+            The cached or freshly produced value.
+
+        Raises:
+            ValueError: ``ttl`` is negative.
+            Exception: Whatever the factory raised (not cached).
+        """
+        try:
+            value, expires = self._data[key]
+        except KeyError:
+            pass
+        else:
+            if expires > self._timer():
+                try:
+                    self._data.move_to_end(key)
+                except KeyError:
+                    pass
+                self._hits += 1
+                return value
+        return await self._load_async(key, factory, self._ttl(ttl))
+
+    async def _load_async(
+        self, key: Hashable, factory: Callable[[], Awaitable[T]], seconds: float
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        while True:
+            value, load, leader = self._lookup_or_join(key, loop)
+            if load is None:
+                return cast(T, value)
+            fut = loop.create_future()
+            with self._lock:
+                finished = load.done
+                if not finished:
+                    load.waiters.append((loop, fut))
+            if leader:
+                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+            if finished:
+                if load.ok:
+                    return cast(T, load.payload)
+                if isinstance(load.payload, _Abandoned):
+                    continue
+                raise load.payload
+            try:
+                return cast(T, await self._wait_async(load, fut, loop))
+            except _Abandoned:
+                continue
+
+    @staticmethod
+    async def _wait_async(
+        load: _Load, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> Any:
+        try:
+            if load.loop is loop:
+                return await fut
+            # Led elsewhere: if that loop dies with the load pending, nobody would resolve us.
+            while True:
+                done, _ = await asyncio.wait((fut,), timeout=_DEAD_LOOP_POLL_S)
+                if done:
+                    return fut.result()
+                if _dead(load):
+                    raise _Abandoned()
+        except asyncio.CancelledError:
+            fut.cancel()  # so finish() skips it; a done future is left as it is
+            raise
+
+    async def _run_load(
+        self, key: Hashable, load: _Load, factory: Callable[[], Awaitable[T]], seconds: float
+    ) -> None:
+        try:
+            result = await factory()
+        except Exception as exc:
+            self._complete(key, load, False, exc, seconds)
+        except BaseException:
+            # Cancelled because our loop is shutting down, or KeyboardInterrupt: nobody got a
+            # value, so the waiters start a new load instead of failing with our exception.
+            self._abandon(key, load)
+            raise
+        else:
+            self._complete(key, load, True, result, seconds)
+        finally:
+            load.task = None
+
+    # -- introspection -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Return a snapshot of the cache's size and counters.
+
+        Returns:
+            ``size`` (entries held, expired ones not yet purged included), ``max_size``,
+            ``expired_count`` (held entries already expired), ``default_ttl``, ``hits``,
+            ``misses``, ``evictions`` (LRU capacity evictions), ``expirations`` (expired
+            entries removed), ``loads`` (factory calls), ``coalesced`` (callers that joined a
+            load already in flight), ``pending`` (loads in flight).
+        """
+        now = self._timer()
+        with self._lock:
+            expired = sum(1 for _, expires in self._data.values() if expires <= now)
+            return {
+                "size": len(self._data),
+                "max_size": self.max_size,
+                "expired_count": expired,
+                "default_ttl": self.default_ttl,
+                "hits": self._hits,
+                "misses": self._misses,
+                "evictions": self._evictions,
+                "expirations": self._expirations,
+                "loads": self._loads,
+                "coalesced": self._coalesced,
+                "pending": len(self._pending),
+            }
+
+    def peek(self, key: Hashable) -> tuple[T, float] | None:
+        """Return ``(value, seconds_left)`` for ``key`` even if expired, without touching stats.
+
+        ``seconds_left`` is negative for an expired entry not yet purged.
+        """
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        return entry[0], entry[1] - self._timer()
+
+
+def _dead(load: _Load) -> bool:
+    """Whether the loop running ``load`` is gone, so it can never finish."""
+    return load.loop is not None and load.loop.is_closed() and not load.done
+
+
+# -- keys for `cached` -------------------------------------------------------------------
+
+
+class _CallKey(tuple[Any, ...]):
+    """A `cached` key: the function's name (with ``key_prefix``) then the typed arguments.
+
+    Arguments keep their types (``f(1)``, ``f(True)`` and ``f("1")`` differ) and positional
+    and keyword arguments stay apart, so no two different calls share an entry.
+    """
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return cast(str, self[0])
+
+
+def _key_text(key: Hashable) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, _CallKey):
+        return key.name
+    return ""
+
+
+def _call_key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallKey:
+    typed_args = tuple((type(a), a) for a in args)
+    typed_kwargs = tuple(sorted((k, type(v), v) for k, v in kwargs.items()))
+    return _CallKey((name, typed_args, typed_kwargs))
+
+
+def cached(
+    ttl: float = 60.0, key_prefix: str = "", *, cache: TTLCache[Any] | None = None
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Cache a sync or async function's results, coalescing concurrent calls.
+
+    Each call's key is ``key_prefix`` + the function's qualified name + its typed arguments, so
+    different calls never collide. The wrapper has ``cache`` (the `TTLCache` used) and
+    ``cache_clear()``.
+
+    Args:
+        ttl: Seconds to keep each result.
+        key_prefix: Prepended to the function's name in keys; `TTLCache.invalidate_prefix`
+            with it drops the function's entries.
+        cache: A cache to share; by default each decorated function gets its own (1,000
+            entries).
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: ``ttl`` is negative.
+        TypeError: At call time, an argument is not hashable.
+    """
+    if ttl < 0:
+        raise ValueError(f"ttl must be >= 0, got {ttl!r}")
+
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+        store: TTLCache[Any] = cache if cache is not None else TTLCache(default_ttl=ttl)
+        name = f"{key_prefix}{func.__module__}.{func.__qualname__}"
+        wrapper: Any
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = _call_key(name, args, kwargs)
+                return await store.get_or_set_async(key, lambda: func(*args, **kwargs), ttl)
+
+            wrapper = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = _call_key(name, args, kwargs)
+                return store.get_or_set(key, lambda: func(*args, **kwargs), ttl)
+
+            wrapper = sync_wrapper
+        wrapper.cache = store
+        wrapper.cache_clear = lambda: store.invalidate_prefix(name)
+        return cast(Callable[..., R], wrapper)
+
+    return decorate
+
+
+# -- process-wide caches -----------------------------------------------------------------
+
+_globals_lock = threading.Lock()
+_provider_config_cache: TTLCache[Any] | None = None
+_user_permission_cache: TTLCache[Any] | None = None
+
+
+def get_provider_config_cache() -> TTLCache[Any]:
+    """Return the process-wide provider-settings cache (300 s TTL, 100 entries)."""
+    global _provider_config_cache
+    if _provider_config_cache is None:
+        with _globals_lock:
+            if _provider_config_cache is None:
+                _provider_config_cache = TTLCache(default_ttl=300.0, max_size=100)
+    return _provider_config_cache
+
+
+def get_user_permission_cache() -> TTLCache[Any]:
+    """Return the process-wide user-permission cache (60 s TTL, 500 entries)."""
+    global _user_permission_cache
+    if _user_permission_cache is None:
+        with _globals_lock:
+            if _user_permission_cache is None:
+                _user_permission_cache = TTLCache(default_ttl=60.0, max_size=500)
+    return _user_permission_cache
+
+
+def invalidate_user_cache(user_id: object) -> int:
+    """Drop every permission entry of one user (keys ``user:{user_id}:...``).
+
+    Returns:
+        How many entries were removed.
+    """
+    return get_user_permission_cache().invalidate_prefix(f"user:{user_id}:")
+
+
+def invalidate_provider_cache(provider: str) -> int:
+    """Drop every settings entry of one provider (keys ``provider:{provider}:...``).
+
+    Returns:
+        How many entries were removed.
+    """
+    return get_provider_config_cache().invalidate_prefix(f"provider:{provider}:")
