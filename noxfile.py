@@ -43,6 +43,6 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the alternatives, printed as ratios."""
-    session.install("-e", ".[all,test,bench]")
+    session.install("-e", ".[all,test]")
     for script in ("bench_cache.py",):
         session.run("python", f"benchmarks/{script}", *session.posargs)

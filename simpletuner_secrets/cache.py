@@ -315,13 +315,19 @@ class TTLCache(Generic[T]):
     # -- single-flight loads -------------------------------------------------------------
 
     def _lookup_or_join(
-        self, key: Hashable, loop: asyncio.AbstractEventLoop | None
+        self,
+        key: Hashable,
+        loop: asyncio.AbstractEventLoop | None,
+        fut: asyncio.Future[Any] | None = None,
     ) -> tuple[Any, _Load | None, bool]:
         """Under the lock: a live value, or the load to join, or a new load we lead.
 
-        A load led by a loop that is blocked waiting for this very call (the thread's own
-        running loop for a sync call, or a loop in `blocked_loops`) is not joined: that would
-        deadlock, so the caller leads a load of its own.
+        An async caller passes its loop and its own future, registered as a waiter here; a
+        sync caller (``loop`` None) gets the load's `threading.Event` created. A load led by a
+        loop that is blocked waiting for this very call (the thread's own running loop for a
+        sync call, or a loop in `blocked_loops`) is not joined: that would deadlock, so the
+        caller leads a load of its own. A load in `_pending` is never finished: `_complete`
+        removes it under the same lock.
 
         Returns ``(value, load, leader)``; ``value`` is `_MISSING` unless it was a hit.
         """
@@ -339,13 +345,19 @@ class TTLCache(Generic[T]):
                 return entry[0], None, False
             self._misses += 1
             load = self._pending.get(key)
-            if load is not None and not _dead(load) and load.loop not in avoid:
+            leader = load is None or _dead(load) or load.loop in avoid
+            if leader:
+                load = _Load(loop)
+                self._pending[key] = load
+                self._loads += 1
+            else:
                 self._coalesced += 1
-                return _MISSING, load, False
-            load = _Load(loop)
-            self._pending[key] = load
-            self._loads += 1
-            return _MISSING, load, True
+            assert load is not None
+            if fut is not None:
+                load.waiters.append((cast(asyncio.AbstractEventLoop, loop), fut))
+            elif not leader and load.event is None:
+                load.event = threading.Event()
+            return _MISSING, load, leader
 
     def _complete(self, key: Hashable, load: _Load, ok: bool, payload: Any, ttl: float) -> None:
         with self._lock:
@@ -403,15 +415,12 @@ class TTLCache(Generic[T]):
             except _Abandoned:
                 continue
 
-    def _wait_sync(self, load: _Load) -> Any:
-        with self._lock:
-            if not load.done and load.event is None:
-                load.event = threading.Event()
-            event = load.event
-        if event is not None:
-            while not event.wait(_DEAD_LOOP_POLL_S):
-                if _dead(load):
-                    raise _Abandoned()
+    @staticmethod
+    def _wait_sync(load: _Load) -> Any:
+        event = cast(threading.Event, load.event)
+        while not event.wait(_DEAD_LOOP_POLL_S):
+            if _dead(load):
+                raise _Abandoned()
         if load.ok:
             return load.payload
         raise load.payload
@@ -455,22 +464,12 @@ class TTLCache(Generic[T]):
     ) -> T:
         loop = asyncio.get_running_loop()
         while True:
-            value, load, leader = self._lookup_or_join(key, loop)
+            fut = loop.create_future()
+            value, load, leader = self._lookup_or_join(key, loop, fut)
             if load is None:
                 return cast(T, value)
-            fut = loop.create_future()
-            with self._lock:
-                finished = load.done
-                if not finished:
-                    load.waiters.append((loop, fut))
             if leader:
                 load.task = loop.create_task(self._run_load(key, load, factory, seconds))
-            if finished:
-                if load.ok:
-                    return cast(T, load.payload)
-                if isinstance(load.payload, _Abandoned):
-                    continue
-                raise load.payload
             try:
                 return cast(T, await self._wait_async(load, fut, loop))
             except _Abandoned:

@@ -140,7 +140,9 @@ def document_from_mapping(data: Any, *, provider: str, source: str) -> dict[str,
         try:
             key = normalize_key(raw_key)
         except ValueError as exc:
-            raise ProviderError(f"{provider}: {source} has an invalid key: {exc}", provider=provider) from None
+            raise ProviderError(
+                f"{provider}: {source} has an invalid key: {exc}", provider=provider
+            ) from None
         if value is None:
             continue
         text = _as_text(value)

@@ -1,0 +1,111 @@
+"""Shared measuring helpers for the benchmark scripts: round-robin samples, medians, ratio tables.
+
+Contenders are measured in turn within one process so that machine noise hits them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Target:
+    """A ratio bound from an issue: ``ours / anchor <= bound``."""
+
+    label: str
+    bound: float
+
+
+@dataclass
+class Results:
+    """Per-contender samples (ns per operation, or any unit) and the derived table."""
+
+    unit: str = "ns/op"
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.samples.setdefault(name, []).append(value)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=31, help="round-robin samples per contender")
+    parser.add_argument("--quick", action="store_true", help="a few short rounds (smoke test)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds = 3
+    return args
+
+
+def machine() -> str:
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+    )
+
+
+def round_robin(contenders: dict[str, Callable[[int], float]], rounds: int, ops: int) -> Results:
+    """Run each contender's batch of ``ops`` operations in turn, ``rounds`` times.
+
+    Each callable runs ``ops`` operations and returns the elapsed seconds.
+    """
+    results = Results()
+    for fn in contenders.values():  # warm-up
+        fn(max(ops // 10, 1))
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, fn in contenders.items():
+                results.add(name, fn(ops) / ops * 1e9)
+    finally:
+        gc.enable()
+    return results
+
+
+def timed(loop_body: Callable[[int], None]) -> Callable[[int], float]:
+    def run(ops: int) -> float:
+        start = time.perf_counter()
+        loop_body(ops)
+        return time.perf_counter() - start
+
+    return run
+
+
+def print_table(title: str, results: Results, baseline: str | None = None) -> None:
+    print(f"\n### {title}\n")
+    header = f"| contender | median {results.unit} |"
+    if baseline:
+        header += f" ratio to {baseline} |"
+    print(header)
+    print("|" + "---|" * (3 if baseline else 2))
+    base = results.median(baseline) if baseline else None
+    for name in results.samples:
+        med = results.median(name)
+        row = f"| {name} | {med:,.0f} |"
+        if base:
+            row += f" {med / base:.2f}x |"
+        print(row)
+
+
+def check(targets: list[tuple[Target, float]]) -> bool:
+    print("\n### Targets\n")
+    print("| target | measured | bound | status |")
+    print("|---|---|---|---|")
+    ok = True
+    for target, ratio in targets:
+        good = ratio <= target.bound
+        ok &= good
+        status = "met" if good else "MISSED"
+        print(f"| {target.label} | {ratio:.2f}x | <= {target.bound}x | {status} |")
+    return ok

@@ -1,0 +1,256 @@
+"""TTLCache against cachetools, async-lru and aiocache: hits, evicting sets, memory, stampedes.
+
+Run: `nox -s bench` or `python benchmarks/bench_cache.py [--rounds N] [--quick] [--check]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiocache
+import cachetools
+from _harness import Target, check, machine, parse_args, print_table, round_robin, timed
+from async_lru import alru_cache
+
+from simpletuner_secrets.cache import TTLCache
+
+OPS = 20_000
+
+
+def bench_get(rounds: int) -> float:
+    ours: TTLCache[int] = TTLCache(max_size=1000)
+    theirs: cachetools.TTLCache[str, int] = cachetools.TTLCache(maxsize=1000, ttl=300)
+    keys = [f"k{i}" for i in range(100)]
+    for k in keys:
+        ours.set(k, 1)
+        theirs[k] = 1
+    get = ours.get
+
+    def run_ours(ops: int) -> None:
+        for _ in range(ops // 100):
+            for k in keys:
+                get(k)
+
+    def run_cachetools(ops: int) -> None:
+        for _ in range(ops // 100):
+            for k in keys:
+                theirs[k]
+
+    def run_cachetools_get(ops: int) -> None:
+        g = theirs.get
+        for _ in range(ops // 100):
+            for k in keys:
+                g(k)
+
+    results = round_robin(
+        {
+            "TTLCache.get (ours)": timed(run_ours),
+            "cachetools.TTLCache[k]": timed(run_cachetools),
+            "cachetools.TTLCache.get(k)": timed(run_cachetools_get),
+        },
+        rounds,
+        OPS,
+    )
+    print_table("Cache hit, sync", results, baseline="cachetools.TTLCache[k]")
+    return results.median("TTLCache.get (ours)") / results.median("cachetools.TTLCache[k]")
+
+
+def bench_async_hit(rounds: int) -> float:
+    loop = asyncio.new_event_loop()
+    ours: TTLCache[int] = TTLCache(max_size=1000)
+    keys = [f"k{i}" for i in range(100)]
+
+    async def factory() -> int:
+        return 1
+
+    @alru_cache(maxsize=1000, ttl=300)
+    async def alru(key: str) -> int:
+        return 1
+
+    simple = aiocache.SimpleMemoryCache()
+
+    async def warm() -> None:
+        for k in keys:
+            await ours.get_or_set_async(k, factory)
+            await alru(k)
+            await simple.set(k, 1, ttl=300)
+
+    loop.run_until_complete(warm())
+
+    async def run_ours(ops: int) -> None:
+        gos = ours.get_or_set_async
+        for _ in range(ops // 100):
+            for k in keys:
+                await gos(k, factory)
+
+    async def run_alru(ops: int) -> None:
+        for _ in range(ops // 100):
+            for k in keys:
+                await alru(k)
+
+    async def run_aiocache(ops: int) -> None:
+        for _ in range(ops // 100):
+            for k in keys:
+                await simple.get(k)
+
+    def on_loop(body: Callable[[int], Any]) -> Callable[[int], float]:
+        def run(ops: int) -> float:
+            start = time.perf_counter()
+            loop.run_until_complete(body(ops))
+            return time.perf_counter() - start
+
+        return run
+
+    results = round_robin(
+        {
+            "await get_or_set_async (ours)": on_loop(run_ours),
+            "async_lru hit": on_loop(run_alru),
+            "aiocache SimpleMemoryCache.get": on_loop(run_aiocache),
+        },
+        rounds,
+        OPS // 4,
+    )
+    loop.run_until_complete(simple.close())
+    loop.close()
+    print_table("Cache hit, async", results, baseline="async_lru hit")
+    return results.median("await get_or_set_async (ours)") / results.median("async_lru hit")
+
+
+def bench_set_evicting(rounds: int) -> float:
+    keys = [f"key{i}" for i in range(100_000)]
+    ours: TTLCache[int] = TTLCache(max_size=1000)
+    theirs: cachetools.TTLCache[str, int] = cachetools.TTLCache(maxsize=1000, ttl=300)
+    position = {"ours": 0, "theirs": 0}
+
+    def run_ours(ops: int) -> None:
+        s = ours.set
+        i = position["ours"]
+        for n in range(ops):
+            s(keys[(i + n) % 100_000], 1)
+        position["ours"] = (i + ops) % 100_000
+
+    def run_theirs(ops: int) -> None:
+        i = position["theirs"]
+        for n in range(ops):
+            theirs[keys[(i + n) % 100_000]] = 1
+        position["theirs"] = (i + ops) % 100_000
+
+    # Fill both so that every measured set evicts.
+    run_ours(2000)
+    run_theirs(2000)
+    results = round_robin(
+        {"TTLCache.set (ours)": timed(run_ours), "cachetools.TTLCache[k] = v": timed(run_theirs)},
+        rounds,
+        OPS,
+    )
+    print_table("Set with one eviction per call", results, baseline="cachetools.TTLCache[k] = v")
+    assert ours.stats()["size"] == 1000
+    return results.median("TTLCache.set (ours)") / results.median("cachetools.TTLCache[k] = v")
+
+
+def bench_memory(rounds: int) -> float:
+    n = 100_000
+    keys = [f"key{i}" for i in range(n)]
+    value = object()
+
+    def measure(make: Callable[[], Any], put: Callable[[Any, str], None]) -> float:
+        gc.collect()
+        tracemalloc.start()
+        container = make()
+        for k in keys:
+            put(container, k)
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del container
+        return current / n
+
+    samples: dict[str, list[float]] = {"ours": [], "cachetools": []}
+    for _ in range(max(3, rounds // 10)):
+        samples["ours"].append(measure(lambda: TTLCache(max_size=n), lambda c, k: c.set(k, value)))
+        samples["cachetools"].append(
+            measure(
+                lambda: cachetools.TTLCache(maxsize=n, ttl=300),
+                lambda c, k: c.__setitem__(k, value),
+            )
+        )
+    ours, theirs = (statistics.median(samples[k]) for k in ("ours", "cachetools"))
+    print("\n### Memory per entry (100,000 entries, container only)\n")
+    print("| contender | bytes/entry | ratio to cachetools |\n|---|---|---|")
+    print(f"| TTLCache (ours) | {ours:.0f} | {ours / theirs:.2f}x |")
+    print(f"| cachetools.TTLCache | {theirs:.0f} | 1.00x |")
+    return ours / theirs
+
+
+def bench_stampede(rounds: int) -> tuple[float, float]:
+    latency = 0.05
+
+    async def one_round() -> tuple[float, float, int, int]:
+        calls = {"ours": 0, "alru": 0}
+
+        async def factory() -> int:
+            calls["ours"] += 1
+            await asyncio.sleep(latency)
+            return 1
+
+        @alru_cache(maxsize=10, ttl=300)
+        async def alru(key: str) -> int:
+            calls["alru"] += 1
+            await asyncio.sleep(latency)
+            return 1
+
+        cache: TTLCache[int] = TTLCache()
+        start = time.perf_counter()
+        await asyncio.gather(*(cache.get_or_set_async("k", factory) for _ in range(1000)))
+        ours = time.perf_counter() - start
+        start = time.perf_counter()
+        await asyncio.gather(*(alru("k") for _ in range(1000)))
+        theirs = time.perf_counter() - start
+        return ours, theirs, calls["ours"], calls["alru"]
+
+    ours_s: list[float] = []
+    alru_s: list[float] = []
+    for _ in range(max(3, rounds // 3)):
+        ours, theirs, ours_calls, _ = asyncio.run(one_round())
+        assert ours_calls == 1, f"{ours_calls} factory calls, expected 1"
+        ours_s.append(ours / latency)
+        alru_s.append(theirs / latency)
+    ours_ratio, alru_ratio = statistics.median(ours_s), statistics.median(alru_s)
+    print("\n### 1,000 concurrent misses on a 50 ms factory\n")
+    print("| contender | factory calls | wall / 50 ms |\n|---|---|---|")
+    print(f"| TTLCache.get_or_set_async (ours) | 1 | {ours_ratio:.2f}x |")
+    print(f"| async_lru | 1 | {alru_ratio:.2f}x |")
+    return ours_ratio, alru_ratio
+
+
+def main() -> int:
+    args = parse_args(__doc__ or "")
+    print(f"# bench_cache ({machine()}, {args.rounds} rounds, medians)")
+    get_ratio = bench_get(args.rounds)
+    async_ratio = bench_async_hit(args.rounds)
+    set_ratio = bench_set_evicting(args.rounds)
+    mem_ratio = bench_memory(args.rounds)
+    stampede, _ = bench_stampede(args.rounds)
+    ok = check(
+        [
+            (Target("get hit vs cachetools [k]", 0.55), get_ratio),
+            (Target("async hit vs async_lru", 0.35), async_ratio),
+            (Target("evicting set vs cachetools", 0.35), set_ratio),
+            (Target("memory/entry vs cachetools", 0.85), mem_ratio),
+            (Target("1,000 misses, wall vs 50 ms", 1.25), stampede),
+        ]
+    )
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
