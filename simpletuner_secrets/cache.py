@@ -319,6 +319,7 @@ class TTLCache(Generic[T]):
         key: Hashable,
         loop: asyncio.AbstractEventLoop | None,
         fut: asyncio.Future[Any] | None = None,
+        force: bool = False,
     ) -> tuple[Any, _Load | None, bool]:
         """Under the lock: a live value, or the load to join, or a new load we lead.
 
@@ -328,6 +329,8 @@ class TTLCache(Generic[T]):
         sync call, or a loop in `blocked_loops`) is not joined: that would deadlock, so the
         caller leads a load of its own. A load in `_pending` is never finished: `_complete`
         removes it under the same lock.
+
+        With ``force`` a live entry is ignored: the caller wants a new value.
 
         Returns ``(value, load, leader)``; ``value`` is `_MISSING` unless it was a hit.
         """
@@ -339,7 +342,7 @@ class TTLCache(Generic[T]):
         with self._lock:
             entry = self._data.get(key)
             now = self._timer()
-            if entry is not None and entry[1] > now:
+            if not force and entry is not None and entry[1] > now:
                 self._data.move_to_end(key)
                 self._hits += 1
                 return entry[0], None, False
@@ -459,13 +462,39 @@ class TTLCache(Generic[T]):
                 return value
         return await self._load_async(key, factory, self._ttl(ttl))
 
+    async def refresh_async(
+        self, key: Hashable, factory: Callable[[], Awaitable[T]], ttl: float | None = None
+    ) -> T:
+        """Load a new value for ``key`` even if a live one is cached, coalescing like a miss.
+
+        Concurrent refreshes (and misses) of one key share one factory call. On success the
+        new value replaces the entry; on failure the old entry stays as it was.
+
+        Args:
+            key: The entry's key.
+            factory: Called with no arguments; returns an awaitable producing the value.
+            ttl: Seconds to keep the result (``default_ttl`` when None).
+
+        Returns:
+            The freshly produced value.
+
+        Raises:
+            ValueError: ``ttl`` is negative.
+            Exception: Whatever the factory raised.
+        """
+        return await self._load_async(key, factory, self._ttl(ttl), force=True)
+
     async def _load_async(
-        self, key: Hashable, factory: Callable[[], Awaitable[T]], seconds: float
+        self,
+        key: Hashable,
+        factory: Callable[[], Awaitable[T]],
+        seconds: float,
+        force: bool = False,
     ) -> T:
         loop = asyncio.get_running_loop()
         while True:
             fut = loop.create_future()
-            value, load, leader = self._lookup_or_join(key, loop, fut)
+            value, load, leader = self._lookup_or_join(key, loop, fut, force)
             if load is None:
                 return cast(T, value)
             if leader:

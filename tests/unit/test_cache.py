@@ -736,3 +736,33 @@ def test_concurrent_writers_and_readers_keep_the_bound() -> None:
     _run_many(worker, 8)
     assert c.stats()["size"] <= 100
     assert len(c._data) == c.stats()["size"]
+
+
+async def test_refresh_async_replaces_a_live_entry_and_coalesces() -> None:
+    """refresh_async loads anew despite a live entry, once for concurrent callers."""
+    c: TTLCache[int] = TTLCache()
+    c.set("k", 1)
+    calls = 0
+
+    async def factory() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return 2
+
+    assert await asyncio.gather(*(c.refresh_async("k", factory) for _ in range(10))) == [2] * 10
+    assert calls == 1
+    assert c.get("k") == 2
+
+
+async def test_failed_refresh_keeps_the_old_entry() -> None:
+    """A refresh whose factory raises leaves the previous value in place."""
+    c: TTLCache[int] = TTLCache()
+    c.set("k", 1)
+
+    async def factory() -> int:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await c.refresh_async("k", factory)
+    assert c.get("k") == 1
