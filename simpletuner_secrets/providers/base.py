@@ -9,12 +9,25 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ..errors import ProviderError
 from ..keys import normalize_key
 
-__all__ = ["DocumentSecretProvider", "SecretProvider", "document_from_mapping"]
+__all__ = ["NOT_CACHED", "DocumentSecretProvider", "SecretProvider", "document_from_mapping"]
+
+
+class _NotCached:
+    """The answer of `SecretProvider.peek` when only an awaited `get` can tell."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_CACHED"
+
+
+#: Returned by `SecretProvider.peek` when the provider cannot answer without I/O.
+NOT_CACHED: Any = _NotCached()
 
 
 class SecretProvider(abc.ABC):
@@ -47,6 +60,20 @@ class SecretProvider(abc.ABC):
         Raises:
             ProviderError: The back-end failed.
         """
+
+    def peek(self, key: str) -> str | None:
+        """Answer at once, without I/O, when the provider can; else return `NOT_CACHED`.
+
+        The manager and the sync facade use this for their fast path. Providers that read
+        live memory (environment) or hold a document known to be current (file) override it.
+
+        Args:
+            key: A key already normalized by `normalize_key`.
+
+        Returns:
+            The value, ``None`` when known absent, or `NOT_CACHED`.
+        """
+        return cast(None, NOT_CACHED)
 
     def is_available(self) -> bool:
         """Return whether the provider is configured and its dependencies importable."""
