@@ -1,0 +1,194 @@
+"""SyncSecretsManager: the blocking facade over SecretsManager, for scripts and legacy code.
+
+A thin driver: warm answers come straight from the manager's cache; anything else runs on one
+long-lived background event loop. No resolution decision is made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .cache import blocked_loops
+from .errors import SecretsError
+from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
+from .providers.base import NOT_CACHED
+
+if TYPE_CHECKING:
+    from .manager import SecretsManager
+
+__all__ = ["SyncSecretsManager"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """One event loop running forever in a daemon thread, for blocking callers to submit to.
+
+    A daemon thread, unlike a thread pool worker, never holds up interpreter exit when a
+    script forgets to close the facade. Clients bound to this loop live as long as it does.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._run, name="simpletuner-secrets-sync", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Awaitable[T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def drain() -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        if threading.current_thread() is not self._thread:
+            try:
+                asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=10)
+            except Exception:
+                pass  # best effort: the loop is going away either way
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self.loop.close()
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+class SyncSecretsManager:
+    """Blocking twins of `SecretsManager`'s methods, sharing its cache.
+
+    A warm ``get`` reads the manager's cache and the environment directly, touching no event
+    loop. A cold one runs on a background loop owned by this facade. Safe from many threads at
+    once, and from code already running inside an event loop (that loop is blocked while it
+    waits, so loads it leads are not joined: the call loads on its own instead of deadlocking).
+
+    Args:
+        manager: The async manager to drive.
+    """
+
+    def __init__(self, manager: SecretsManager) -> None:
+        self._manager = manager
+        self._runner: _LoopThread | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._manager!r})"
+
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        if self._manager.closed:
+            raise SecretsError("this SecretsManager is closed")
+        with self._lock:
+            if self._runner is None:
+                self._runner = _LoopThread()
+            runner = self._runner
+        try:
+            caller_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            caller_loop = None
+        if caller_loop is runner.loop:
+            raise RuntimeError(
+                "the sync facade was called from its own background loop; await the async API"
+            )
+        blocked = blocked_loops.get()
+        if caller_loop is not None:
+            blocked = blocked | {caller_loop}
+
+        async def call() -> T:
+            blocked_loops.set(blocked)  # this task's own context: nothing leaks out
+            return await make()
+
+        return runner.submit(call()).result()
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Blocking `SecretsManager.get`."""
+        manager = self._manager
+        if not manager.closed:
+            value = manager._peek(normalize_key(key))
+            if value is not NOT_CACHED:
+                return default if value is None else value
+        return self._run(lambda: manager.get(key, default))
+
+    def get_replicate_token(self) -> str | None:
+        """Blocking `SecretsManager.get_replicate_token`."""
+        return self.get(REPLICATE_API_TOKEN)
+
+    def get_hf_token(self) -> str | None:
+        """Blocking `SecretsManager.get_hf_token`."""
+        return self.get(HF_TOKEN)
+
+    def get_webhook_secret(self) -> str | None:
+        """Blocking `SecretsManager.get_webhook_secret`."""
+        return self.get(CLOUD_WEBHOOK_SECRET)
+
+    def set_secret(self, key: str, value: str) -> None:
+        """Blocking `SecretsManager.set_secret`."""
+        self._run(lambda: self._manager.set_secret(key, value))
+
+    def set_replicate_token(self, token: str) -> None:
+        """Blocking `SecretsManager.set_replicate_token`."""
+        self._run(lambda: self._manager.set_replicate_token(token))
+
+    def delete_secret(self, key: str) -> bool:
+        """Blocking `SecretsManager.delete_secret`."""
+        return self._run(lambda: self._manager.delete_secret(key))
+
+    def explain(self, key: str) -> dict[str, Any]:
+        """Blocking `SecretsManager.explain`."""
+        return self._run(lambda: self._manager.explain(key))
+
+    def clear_cache(self) -> None:
+        """Same as `SecretsManager.clear_cache`."""
+        self._manager.clear_cache()
+
+    def stats(self) -> dict[str, Any]:
+        """Same as `SecretsManager.stats`."""
+        return self._manager.stats()
+
+    def get_secrets_file_path(self) -> Path:
+        """Same as `SecretsManager.get_secrets_file_path`."""
+        return self._manager.get_secrets_file_path()
+
+    def close(self) -> None:
+        """Close the manager (providers' clients included) and stop the background loop."""
+        if not self._manager.closed:
+            self._run(self._manager.aclose)
+        self._shutdown()
+
+    def _owns_running_loop(self) -> bool:
+        runner = self._runner
+        try:
+            return runner is not None and asyncio.get_running_loop() is runner.loop
+        except RuntimeError:
+            return False
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop()
+
+    def __enter__(self) -> SyncSecretsManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

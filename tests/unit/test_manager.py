@@ -1,0 +1,404 @@
+"""SecretsManager over small fake providers: priority, fan-out, caching, refresh, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from simpletuner_secrets import manager as manager_module
+from simpletuner_secrets.errors import ProviderError, SecretsError
+from simpletuner_secrets.keys import normalize_key
+from simpletuner_secrets.manager import (
+    SecretsManager,
+    get_secrets_manager,
+    mask,
+    set_secrets_manager,
+)
+from simpletuner_secrets.providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+
+SECRET = "s3cr3t-value-do-not-leak"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class KeyProvider(SecretProvider):
+    """A custom provider answering key by key, with a delay and a failure switch."""
+
+    name = "keys"
+
+    def __init__(self, data: Mapping[str, str], *, delay: float = 0.0, label: str = "keys") -> None:
+        self.data = {normalize_key(k): v for k, v in data.items()}
+        self.delay = delay
+        self.fail = False
+        self.calls = 0
+        self.label = label
+
+    async def get(self, key: str) -> str | None:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise ProviderError(f"{self.label}: backend down", provider=self.label)
+        return self.data.get(normalize_key(key))
+
+
+class DocProvider(DocumentSecretProvider):
+    """A document provider like AWS/Vault: one load answers every key."""
+
+    name = "doc"
+
+    def __init__(self, data: Mapping[str, str], *, delay: float = 0.0) -> None:
+        super().__init__()
+        self.data = {normalize_key(k): v for k, v in data.items()}
+        self.delay = delay
+        self.fail = False
+        self.loads = 0
+
+    async def load_document(self) -> Mapping[str, str]:
+        self.loads += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise ProviderError("doc: backend down", provider="doc")
+        return dict(self.data)
+
+
+class LiveProvider(SecretProvider):
+    """A live provider like the environment: answers from memory, never cached."""
+
+    name = "live"
+    cache_answers = False
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data = data
+
+    def peek(self, key: str) -> str | None:
+        return self.data.get(key) or None
+
+    async def get(self, key: str) -> str | None:
+        return self.peek(normalize_key(key))
+
+
+def make(*providers: SecretProvider, clock: FakeClock | None = None, **kw: Any) -> SecretsManager:
+    m = SecretsManager(list(providers), **kw)
+    if clock is not None:
+        m._timer = clock
+        m._cache._timer = clock
+    return m
+
+
+async def test_highest_priority_provider_wins() -> None:
+    """The first provider in the chain that has the key decides."""
+    m = make(LiveProvider({"A": "live"}), DocProvider({"A": "doc", "B": "docb"}))
+    assert await m.get("a") == "live"
+    assert await m.get("b") == "docb"
+    assert await m.get("missing") is None
+    assert await m.get("missing", default="d") == "d"
+
+
+async def test_empty_value_counts_as_absent() -> None:
+    """An empty value in a higher provider does not shadow a lower one."""
+    m = make(LiveProvider({"A": ""}), KeyProvider({"A": ""}), DocProvider({"A": "real"}))
+    assert await m.get("A") == "real"
+
+
+async def test_key_spellings_are_normalized() -> None:
+    """replicate-api-token finds REPLICATE_API_TOKEN in every kind of provider."""
+    m = make(DocProvider({"REPLICATE_API_TOKEN": "r8"}))
+    assert await m.get("replicate-api-token") == "r8"
+    assert await m.get_replicate_token() == "r8"
+    with pytest.raises(ValueError):
+        await m.get("  ")
+
+
+async def test_cold_lookup_fans_out_and_answers_when_priority_decides() -> None:
+    """Three 100 ms providers, key only in the last: about 100 ms, not 300 ms."""
+    a, b = KeyProvider({}, delay=0.1), KeyProvider({}, delay=0.1)
+    c = DocProvider({"K": "v"}, delay=0.1)
+    m = make(a, b, c)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await m.get("K") == "v"
+    assert loop.time() - start < 0.25
+
+
+async def test_higher_answer_returns_without_waiting_for_lower() -> None:
+    """A fast higher provider's answer does not wait for a slow lower one; nothing leaks."""
+    fast = KeyProvider({"K": "fast"})
+    slow = DocProvider({"K": "slow"}, delay=0.3)
+    m = make(fast, slow)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await m.get("K") == "fast"
+    assert loop.time() - start < 0.15
+    await asyncio.sleep(0.35)  # the lower load finishes by itself and warms the cache
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert slow.loads == 1
+    await m.aclose()
+
+
+async def test_concurrent_misses_make_one_call_per_provider() -> None:
+    """200 concurrent cold gets of 20 keys: one document load, one get per key."""
+    doc = DocProvider({f"K{i}": str(i) for i in range(20)}, delay=0.02)
+    keys = KeyProvider({}, delay=0.02)
+    m = make(keys, doc)
+    results = await asyncio.gather(*(m.get(f"K{i % 20}") for i in range(200)))
+    assert results == [str(i % 20) for i in range(200)]
+    assert doc.loads == 1
+    assert keys.calls == 20
+
+
+async def test_answers_are_cached_for_the_ttl_with_jitter() -> None:
+    """A cached answer is reused until its jittered TTL passes, then fetched again."""
+    clock = FakeClock()
+    doc = DocProvider({"K": "v1"})
+    m = make(doc, clock=clock, cache_ttl=100)
+    assert await m.get("K") == "v1"
+    entry = m._cache.peek((id(m._slots[0]), None))
+    assert entry is not None
+    lifetime = entry[0].fresh_until - entry[0].fetched_at
+    assert 90 <= lifetime <= 110
+    doc.data["K"] = "v2"
+    clock.now += 50
+    assert await m.get("K") == "v1"
+    assert doc.loads == 1
+    clock.now += 70  # past any jittered TTL
+    assert await m.get("K") == "v2"
+    assert doc.loads == 2
+
+
+async def test_refresh_ahead_serves_current_value_while_refreshing() -> None:
+    """Near expiry a hot entry is refreshed in the background; callers do not wait."""
+    clock = FakeClock()
+    doc = DocProvider({"K": "v1"}, delay=0.05)
+    m = make(doc, clock=clock, cache_ttl=100)
+    await m.get("K")
+    doc.data["K"] = "v2"
+    clock.now += 95  # inside the refresh-ahead window, still fresh for any jitter >= 0.95
+    entry = m._cache.peek((id(m._slots[0]), None))
+    assert entry is not None
+    clock.now = entry[0].refresh_at + 0.01
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await m.get("K") == "v1"  # served at once
+    assert loop.time() - start < 0.04
+    await asyncio.sleep(0.1)
+    assert doc.loads == 2
+    assert await m.get("K") == "v2"
+    await m.aclose()
+
+
+async def test_stale_if_error_serves_last_good_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing refresh keeps serving the last good value, warning once per streak."""
+    clock = FakeClock()
+    doc = DocProvider({"K": SECRET})
+    m = make(doc, clock=clock, cache_ttl=10)
+    assert await m.get("K") == SECRET
+    doc.fail = True
+    clock.now += 20
+    with caplog.at_level(logging.WARNING, logger="simpletuner_secrets"):
+        for _ in range(5):
+            assert await m.get("K") == SECRET
+            clock.now += 0.01
+    warnings = [r for r in caplog.records if "serving the last good" in r.getMessage()]
+    assert len(warnings) == 1
+    assert SECRET not in caplog.text
+    assert m.stats()["providers"]["doc"]["stale_served"] >= 5
+    explained = await m.explain("K")
+    assert explained["stale"] is True and explained["provider"] == "doc"
+    # Recovery: after the backoff the next refresh succeeds.
+    doc.fail = False
+    doc.data["K"] = "rotated"
+    clock.now += 120
+    assert await m.get("K") == "rotated"
+
+
+async def test_stale_values_expire_after_max_stale() -> None:
+    """Past max_stale a failing provider counts as failed: the key is not served."""
+    clock = FakeClock()
+    doc = DocProvider({"K": "v"})
+    m = make(doc, clock=clock, cache_ttl=10, max_stale=30)
+    await m.get("K")
+    doc.fail = True
+    clock.now += 50
+    assert await m.get("K") is None
+
+
+async def test_failing_provider_is_skipped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """skip mode: a failing provider is logged once and the next one answers."""
+    bad = KeyProvider({"K": SECRET})
+    bad.fail = True
+    m = make(bad, DocProvider({"K": "lower"}))
+    with caplog.at_level(logging.WARNING, logger="simpletuner_secrets"):
+        assert await m.get("K") == "lower"
+        assert await m.get("K") == "lower"
+    assert len([r for r in caplog.records if "failed and is skipped" in r.getMessage()]) == 1
+    assert SECRET not in caplog.text
+
+
+async def test_raise_mode_raises_only_when_the_failure_could_decide() -> None:
+    """raise mode: a failing provider below an answering one does not raise; above, it does."""
+    bad = KeyProvider({})
+    bad.fail = True
+    m = make(KeyProvider({"TOP": "t"}), bad, DocProvider({"K": "v"}), on_provider_error="raise")
+    assert await m.get("TOP") == "t"
+    with pytest.raises(ProviderError):
+        await m.get("K")
+
+
+async def test_provider_timeout_is_a_failure() -> None:
+    """A provider slower than provider_timeout is skipped (or raises in raise mode)."""
+    slow = KeyProvider({"K": "slow"}, delay=1.0)
+    m = make(slow, DocProvider({"K": "fallback"}), provider_timeout=0.05)
+    assert await m.get("K") == "fallback"
+    assert m.stats()["providers"]["keys"]["timeouts"] == 1
+    m2 = make(KeyProvider({"K": "x"}, delay=1.0), provider_timeout=0.05, on_provider_error="raise")
+    with pytest.raises(ProviderError, match="no answer within"):
+        await m2.get("K")
+
+
+async def test_custom_provider_exception_is_wrapped_without_its_message() -> None:
+    """A custom provider raising anything becomes a ProviderError naming only the type."""
+
+    class Broken(SecretProvider):
+        name = "broken"
+
+        async def get(self, key: str) -> str | None:
+            raise RuntimeError(f"leaked {SECRET}")
+
+    m = make(Broken(), on_provider_error="raise")
+    with pytest.raises(ProviderError) as info:
+        await m.get("K")
+    assert SECRET not in str(info.value)
+    assert "RuntimeError" in str(info.value)
+
+
+async def test_cache_is_bounded_for_absent_keys() -> None:
+    """Many distinct absent lookups never hold more than cache_max_size answers."""
+    m = make(KeyProvider({}), cache_max_size=50)
+    for i in range(500):
+        assert await m.get(f"ABSENT_{i}") is None
+    assert m.stats()["cache"]["size"] <= 50
+
+
+async def test_explain_reports_provider_cache_and_masked_value() -> None:
+    """explain names the answering provider, the cache state, the age and a masked value."""
+    m = make(LiveProvider({}), DocProvider({"LONG": "abcdefghijklmnop", "SHORT": "abc"}))
+    first = await m.explain("long")
+    assert first["provider"] == "doc" and first["cached"] is False
+    assert first["value"] == "ab**********"
+    second = await m.explain("LONG")
+    assert second["cached"] is True and second["stale"] is False
+    assert second["age_s"] is not None and second["age_s"] >= 0
+    assert (await m.explain("SHORT"))["value"] == "********"
+    assert (await m.explain("NOPE"))["provider"] is None
+
+
+def test_mask_rules() -> None:
+    """12+ characters show the first 2; shorter values show nothing."""
+    assert mask("abcdefghijkl") == "ab**********"
+    assert mask("abcdefghijk") == "********"
+    assert mask(None) is None
+
+
+async def test_stats_has_cache_and_provider_counters() -> None:
+    """stats() reports cache counters and per-provider calls, errors and latency."""
+    m = make(KeyProvider({"K": "v"}))
+    await m.get("K")
+    await m.get("K")
+    stats = m.stats()
+    assert stats["cache"]["hits"] >= 1
+    assert stats["providers"]["keys"]["calls"] == 1
+    assert stats["providers"]["keys"]["errors"] == 0
+    assert stats["providers"]["keys"]["avg_latency_ms"] is not None
+
+
+async def test_clear_cache_forces_new_fetches() -> None:
+    """clear_cache makes the next get ask the back-end again."""
+    doc = DocProvider({"K": "v"})
+    m = make(doc)
+    await m.get("K")
+    m.clear_cache()
+    await m.get("K")
+    assert doc.loads == 2
+
+
+async def test_closed_manager_refuses_and_close_is_idempotent() -> None:
+    """Using a closed manager raises; closing twice is fine; async with closes."""
+    async with make(KeyProvider({"K": "v"})) as m:
+        assert await m.get("K") == "v"
+    assert m.closed
+    await m.aclose()
+    with pytest.raises(SecretsError, match="closed"):
+        await m.get("K")
+
+
+async def test_peek_fast_path_needs_every_higher_provider_decided() -> None:
+    """The no-await fast path answers only when every higher provider is known."""
+    doc = DocProvider({"K": "v"})
+    m = make(LiveProvider({}), doc)
+    assert m._peek("K") is NOT_CACHED
+    await m.get("K")
+    assert m._peek("K") == "v"
+
+
+def test_singleton_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_secrets_manager from 8 threads at once returns one instance; reset drops it."""
+    monkeypatch.setattr(manager_module, "_instance", None)
+    created: list[SecretsManager] = []
+    real_init = SecretsManager.__init__
+
+    def counting_init(self: SecretsManager, *a: Any, **kw: Any) -> None:
+        created.append(self)
+        real_init(self, [KeyProvider({})])
+
+    monkeypatch.setattr(SecretsManager, "__init__", counting_init)
+    barrier = threading.Barrier(8)
+    got: list[SecretsManager] = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(get_secrets_manager())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1 and len({id(g) for g in got}) == 1
+    SecretsManager.reset()
+    assert get_secrets_manager() is not got[0]
+    mine = SecretsManager([KeyProvider({})])
+    set_secrets_manager(mine)
+    assert get_secrets_manager() is mine
+    SecretsManager.reset()
+
+
+def test_bad_arguments_are_refused() -> None:
+    """Unknown error modes and negative durations raise ValueError."""
+    with pytest.raises(ValueError, match="on_provider_error"):
+        SecretsManager([], on_provider_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cache_ttl"):
+        SecretsManager([], cache_ttl=-1)
+
+
+def test_class_constants() -> None:
+    """The well-known keys are class attributes too."""
+    assert SecretsManager.REPLICATE_API_TOKEN == "REPLICATE_API_TOKEN"
+    assert SecretsManager.HF_TOKEN == "HF_TOKEN"
+    assert SecretsManager.WEBHOOK_SECRET == "CLOUD_WEBHOOK_SECRET"
