@@ -328,7 +328,7 @@ class SecretsManager:
         try:
             for slot in self._slots:
                 tasks.append(asyncio.ensure_future(self._ask(slot, nkey)))
-            for slot, task in zip(self._slots, tasks):
+            for slot, task in zip(self._slots, tasks, strict=True):
                 try:
                     value = await task
                 except ProviderError as exc:
