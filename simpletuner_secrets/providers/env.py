@@ -1,0 +1,104 @@
+"""EnvironmentSecretProvider: secrets from environment variables, read live on every lookup.
+
+The highest-priority provider; its read of a missing variable is on every lookup's path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..keys import KNOWN_KEYS, normalize_key
+from .base import SecretProvider
+
+__all__ = ["EnvironmentSecretProvider"]
+
+_ENCODED_LIMIT = 4096
+
+
+def _fast_reader() -> Callable[[str], str | None] | None:
+    """A live reader of ``os.environ`` that skips its exception-heavy ``get``.
+
+    ``os.environ.get`` on a missing key encodes the key and raises and catches `KeyError`
+    twice (~1 us). On POSIX CPython, ``os.environ._data`` is the dict that ``os.environ`` itself
+    keeps in sync (bytes keys and values), so one dict lookup with a memoized encoded key reads
+    the same live state. Returns None where that layout is not there.
+    """
+    env: Any = os.environ
+    data = getattr(env, "_data", None)
+    encodekey = getattr(env, "encodekey", None)
+    decodevalue = getattr(env, "decodevalue", None)
+    if os.name != "posix" or not isinstance(data, dict) or encodekey is None or decodevalue is None:
+        return None
+    encoded: dict[str, Any] = {}
+
+    def read(name: str) -> str | None:
+        try:
+            raw_key = encoded[name]
+        except KeyError:
+            raw_key = encodekey(name)
+            if len(encoded) < _ENCODED_LIMIT:
+                encoded[name] = raw_key
+        raw = data.get(raw_key)
+        return None if raw is None else decodevalue(raw)  # type: ignore[no-any-return]
+
+    return read
+
+
+class EnvironmentSecretProvider(SecretProvider):
+    """Secrets from environment variables, read live (a change is seen at once).
+
+    With ``prefix="SIMPLETUNER"``, ``replicate-api-token`` reads
+    ``SIMPLETUNER_REPLICATE_API_TOKEN``. An empty variable counts as absent.
+
+    Args:
+        prefix: Prepended (normalized, joined with ``_``) to every key.
+        environ: The mapping to read; defaults to ``os.environ``.
+    """
+
+    name = "env"
+    cache_answers = False
+
+    def __init__(self, prefix: str = "", *, environ: Mapping[str, str] | None = None) -> None:
+        self.prefix = normalize_key(prefix).rstrip("_") + "_" if prefix.strip() else ""
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        reader = _fast_reader() if environ is None else None
+        self._read: Callable[[str], str | None] = reader or self._environ.get
+        self._names: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.prefix.rstrip('_')!r})"
+
+    def variable_name(self, key: str) -> str:
+        """Return the environment variable that holds ``key``."""
+        return self.prefix + normalize_key(key)
+
+    def peek(self, key: str) -> str | None:
+        """Read the variable for an already normalized ``key`` now; empty means absent."""
+        try:
+            name = self._names[key]
+        except KeyError:
+            name = self.prefix + key
+            if len(self._names) < _ENCODED_LIMIT:
+                self._names[key] = name
+        return self._read(name) or None
+
+    def get_sync(self, key: str) -> str | None:
+        """Blocking `get`: the variable's value, or None when unset or empty."""
+        return self.peek(normalize_key(key))
+
+    async def get(self, key: str) -> str | None:
+        """Return the variable's value, or None when unset or empty."""
+        return self.peek(normalize_key(key))
+
+    def keys(self) -> list[str]:
+        """The keys this provider has: with a prefix, every variable under it (prefix
+        stripped); without one, the known keys that are set."""
+        if self.prefix:
+            return sorted(
+                name[len(self.prefix) :]
+                for name, value in self._environ.items()
+                if name.startswith(self.prefix) and len(name) > len(self.prefix) and value
+            )
+        return [k for k in KNOWN_KEYS if self.peek(k)]
