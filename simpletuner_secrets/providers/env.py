@@ -41,7 +41,7 @@ def _fast_reader() -> Callable[[str], str | None] | None:
             if len(encoded) < _ENCODED_LIMIT:
                 encoded[name] = raw_key
         raw = data.get(raw_key)
-        return None if raw is None else decodevalue(raw)  # type: ignore[no-any-return]
+        return None if raw is None else decodevalue(raw)
 
     return read
 
