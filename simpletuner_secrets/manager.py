@@ -129,6 +129,13 @@ def _mode_of(provider: SecretProvider) -> int:
     return _PER_KEY
 
 
+def _provider_class(module: str, name: str) -> Any:
+    """A built-in provider class, imported only when its settings ask for it."""
+    import importlib
+
+    return getattr(importlib.import_module(f".providers.{module}", __package__), name)
+
+
 def _consume(task: asyncio.Task[Any]) -> None:
     # A lookup nobody waits for any more: retrieve its outcome so asyncio does not warn.
     if not task.cancelled():
@@ -238,12 +245,12 @@ class SecretsManager:
             logger.debug("aws provider left out: no aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME")
             return None
         try:
-            from .providers.aws import AWSSecretsManagerProvider
-
-            return AWSSecretsManagerProvider(config=self.config, environ=environ)
-        except ConfigurationError as exc:
+            factory = _provider_class("aws", "AWSSecretsManagerProvider")
+            provider: SecretProvider = factory(config=self.config, environ=environ)
+        except (ConfigurationError, ImportError) as exc:
             logger.debug("aws provider left out: %s", exc)
             return None
+        return provider
 
     def _build_vault(self, environ: Mapping[str, str]) -> SecretProvider | None:
         url = self.config.get("vault_url") or environ.get("VAULT_ADDR")
@@ -251,13 +258,12 @@ class SecretsManager:
             logger.debug("vault provider left out: no vault_url / VAULT_ADDR")
             return None
         try:
-            from .providers.vault import HashiCorpVaultProvider
-
-            provider = HashiCorpVaultProvider(config=self.config, environ=environ)
-        except ConfigurationError as exc:
+            factory = _provider_class("vault", "HashiCorpVaultProvider")
+            provider: SecretProvider = factory(config=self.config, environ=environ)
+        except (ConfigurationError, ImportError) as exc:
             logger.debug("vault provider left out: %s", exc)
             return None
-        missing = provider.missing_settings()
+        missing: list[str] = getattr(provider, "missing_settings", list)()
         if missing:
             logger.warning(
                 "vault provider left out: its settings are partial, missing %s",
