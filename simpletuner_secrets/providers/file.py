@@ -5,6 +5,7 @@ Reads and writes run in a worker thread; writes are atomic, 0600, and locked acr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -14,14 +15,15 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import yaml
 
-from ..errors import SecretFileError
+from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
 
@@ -29,56 +31,130 @@ __all__ = ["FileSecretProvider"]
 
 logger = logging.getLogger("simpletuner_secrets")
 
+#: File names tried, in order, under ``~/.simpletuner`` when no path is given.
 DEFAULT_NAMES = ("secrets.json", "secrets.yaml", "secrets.yml")
 #: Seconds between two checks of the file for changes.
 RECHECK_S = 1.0
-_limiter = anyio.CapacityLimiter(4)
 _TMP_MARK = ".tmp-"
+_STR_TAG = "tag:yaml.org,2002:str"
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_Signature = tuple[int, int, int]
+
+# anyio's CapacityLimiter wakes its waiters through asyncio.Events of one loop, so a limiter
+# shared by the app's loop and the sync facade's loop could wake a waiter on the wrong thread.
+# One limiter per loop; writes get their own so a writer blocked on another process's lock
+# cannot starve reads.
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_limiters_lock = threading.Lock()
+
+
+def _limiters_for_loop() -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+    loop = asyncio.get_running_loop()
+    pair = _limiters.get(loop)
+    if pair is None:
+        with _limiters_lock:
+            pair = _limiters.get(loop)
+            if pair is None:
+                pair = (anyio.CapacityLimiter(4), anyio.CapacityLimiter(2))
+                _limiters[loop] = pair
+    return pair
+
+
+def _temp_suffix() -> str:
+    return secrets.token_hex(8)
+
+
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """A construct the strict loader refuses; its text is ours, never the document's."""
 
 
 class _StrictLoader(yaml.SafeLoader):
     """A safe loader that also refuses anchors, aliases and every explicit tag.
 
     ``safe_load`` follows aliases, and nested aliases explode when turned to text (billion
-    laughs); a secrets file has no need for either.
+    laughs); a secrets file has no need for either, nor for tags. This loader builds native
+    values; the update path uses it so that a rewrite keeps the file's types.
     """
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise yaml.constructor.ConstructorError(
-                None, None, "anchors and aliases are not allowed", event.start_mark
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _RefusedYAML(
+                problem="anchors and aliases are not allowed", problem_mark=event.start_mark
             )
         if getattr(event, "tag", None) is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "explicit tags are not allowed", event.start_mark
+            raise _RefusedYAML(
+                problem="explicit tags are not allowed", problem_mark=event.start_mark
             )
         return super().compose_node(parent, index)
+
+
+class _TextLoader(_StrictLoader):
+    """The read loader: top-level numbers keep the text they were written as; no dates.
+
+    YAML 1.1 reads ``0123`` as 83, ``12:34`` as 754 and ``0x1F`` as 31; for a secret, the text
+    written is the value meant. Top-level keys must be plain strings.
+    """
+
+    def construct_document(self, node: Any) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.tag != _STR_TAG:
+                    raise _RefusedYAML(
+                        problem="keys must be strings", problem_mark=key_node.start_mark
+                    )
+                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
+                    value_node.tag = _STR_TAG
+        return super().construct_document(node)
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
 
+def _signature(st: os.stat_result) -> _Signature:
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class FileSecretProvider(DocumentSecretProvider):
-    """Secrets in a JSON or YAML object (by extension), also the writable provider.
+    """Secrets in a JSON or YAML object (by extension), and the writable provider.
 
     With no path, the first existing of ``~/.simpletuner/secrets.json``, ``.yaml``, ``.yml`` is
-    read, and writes go to it (else to ``~/.simpletuner/secrets.json``). An explicit path is used
-    even before it exists. The file is stat-ed at most once a second and parsed again only when
-    it changed, so an edit by another process is seen within a second.
+    read, and writes go to it (else to ``~/.simpletuner/secrets.json``). An explicit path is
+    used even before it exists; a missing file is an empty document.
 
-    A file that turns malformed after a good read keeps serving the last good document, with
-    one warning per corruption; a deleted file is an empty document. A group- or
-    world-readable file, a symlink, or a file owned by another user is read with a warning, or
-    refused with `SecretFileError` when ``strict_permissions`` is set.
+    Freshness: the file is stat-ed at most once a second and parsed again only when its
+    (mtime, size, inode) changed, so an edit by another process is seen within a second and a
+    lookup in between costs no system call. Concurrent first lookups, from any task, thread or
+    event loop, share one read. Writes update the document at once.
+
+    Stale-if-corrupt: a file that turns malformed (or unreadable, or too large) after a good
+    read keeps serving the last good document, with one warning per corrupted file state, and
+    is not parsed again until it changes. `SecretFileError` is raised only when no good document
+    was ever read from the file (also after a deletion: a deleted file is an empty document,
+    and that empty document is not a last good one).
+
+    Safety: a group- or world-readable file, a symlink (followed), or a file owned by another
+    user is read with one warning per file state, or refused with `SecretFileError` when
+    ``strict_permissions`` is set. Errors name the path and line, never a value.
 
     Args:
         file_path: The file; None for the default locations.
         strict_permissions: Refuse unsafe files instead of warning.
-        max_file_size: Larger files are refused with `SecretFileError`.
+        max_file_size: Larger files are refused with `SecretFileError` (default 1 MiB).
         home: The home directory for the default locations (tests); defaults to `Path.home`.
         timer: Monotonic clock for the once-a-second re-check (tests).
+
+    Attributes:
+        parses: How many times the file was read and parsed (diagnostics).
     """
 
     name = "file"
@@ -89,21 +165,29 @@ class FileSecretProvider(DocumentSecretProvider):
         file_path: str | os.PathLike[str] | None = None,
         *,
         strict_permissions: bool = False,
-        max_file_size: int = 1024 * 1024,
-        home: Path | None = None,
+        max_file_size: int = 1_048_576,
+        home: str | os.PathLike[str] | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        if max_file_size <= 0:
+            raise ValueError("max_file_size must be positive")
         self._explicit = Path(file_path).expanduser() if file_path is not None else None
-        self._home = home
+        self._home = Path(home) if home is not None else None
         self.strict_permissions = strict_permissions
         self.max_file_size = max_file_size
         self._timer = timer
+        # The last good document (None: never read), the signature of the file it came from
+        # (None: the file was missing), and the signature of a corrupted file already reported.
         self._document: dict[str, str] | None = None
-        self._signature: tuple[int, int, int] | None = None
-        self._checked_at = float("-inf")
-        self._warned: set[tuple[Any, ...]] = set()
+        self._signature: _Signature | None = None
+        self._bad_signature: _Signature | None = None
+        self._fresh_until = float("-inf")
+        # Bumped by every write, so that a read that started before it cannot overwrite it.
+        self._generation = 0
+        self._reparse = False  # set by invalidate(): parse even an unchanged file
         self._state_lock = threading.Lock()
+        self._warned: set[Hashable] = set()
         self.parses = 0
 
     def __repr__(self) -> str:
@@ -118,81 +202,161 @@ class FileSecretProvider(DocumentSecretProvider):
 
     @property
     def path(self) -> Path:
-        """The file read and written now."""
+        """The file read and written now (the explicit path, else the first existing default)."""
         if self._explicit is not None:
             return self._explicit
+        directory = self.directory
         for name in DEFAULT_NAMES:
-            candidate = self.directory / name
-            if candidate.exists():
+            candidate = directory / name
+            if os.path.lexists(candidate):
                 return candidate
-        return self.directory / DEFAULT_NAMES[0]
+        return directory / DEFAULT_NAMES[0]
 
     # -- reads -------------------------------------------------------------------------
 
     def peek(self, key: str) -> str | None:
-        """Answer from the document when it was checked less than a second ago."""
+        """Answer from the document while it was checked less than a second ago.
+
+        Args:
+            key: A key already normalized by `normalize_key`.
+
+        Returns:
+            The value, None when absent, or `NOT_CACHED` when the file is due a check.
+        """
         document = self._document
-        if document is None or self._timer() - self._checked_at >= RECHECK_S:
+        if document is None or self._timer() >= self._fresh_until:
             return NOT_CACHED  # type: ignore[no-any-return]
         return document.get(key)
 
     async def document(self) -> Mapping[str, str]:
-        """The current document, re-checked at most once a second, loaded once for all."""
+        """Return the current document, re-checked at most once a second, loaded once for all.
+
+        Returns:
+            The normalized document.
+
+        Raises:
+            SecretFileError: The file is malformed, too large or unsafe, and no good document
+                was read before.
+        """
         document = self._document
-        if document is not None and self._timer() - self._checked_at < RECHECK_S:
+        if document is not None and self._timer() < self._fresh_until:
             return document
+        # ttl 0: the cache only coalesces the load in flight; freshness is tracked here.
         return await self._document_cache.get_or_set_async("document", self.load_document, 0)
 
     async def get(self, key: str) -> str | None:
-        """Return the value of ``key``, or None when the file does not have it."""
+        """Return the value of ``key``, or None when the file does not have it.
+
+        Args:
+            key: Any spelling of the key.
+
+        Returns:
+            The value, or None.
+
+        Raises:
+            ValueError: The key is empty or invalid.
+            SecretFileError: See `document`.
+        """
         nkey = normalize_key(key)
-        document = self._document
-        if document is not None and self._timer() - self._checked_at < RECHECK_S:
-            return document.get(nkey)
-        return (await self.document()).get(nkey)
+        document: Mapping[str, str] | None = self._document
+        if document is None or self._timer() >= self._fresh_until:
+            document = await self.document()
+        return document.get(nkey)
 
     async def load_document(self) -> Mapping[str, str]:
-        """Check the file and parse it again if it changed (in a worker thread)."""
-        return await anyio.to_thread.run_sync(self._refresh, limiter=_limiter)
+        """Check the file in a worker thread and parse it again if it changed.
+
+        Returns:
+            The normalized document (empty when the file does not exist).
+
+        Raises:
+            SecretFileError: See `document`.
+        """
+        read_limiter, _ = _limiters_for_loop()
+        return await anyio.to_thread.run_sync(self._refresh, limiter=read_limiter)
 
     def _refresh(self) -> dict[str, str]:
+        with self._state_lock:
+            generation = self._generation
         path = self.path
         try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self._set_document({}, None)
-            return {}
-        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-        with self._state_lock:
-            if signature == self._signature and self._document is not None:
-                self._checked_at = self._timer()
-                return self._document
-        self._check_safety(path, st)
-        try:
-            document = self._parse(path)
+            found = self._stat(path)
         except SecretFileError as exc:
-            if self._document is None or self._signature is None:
-                raise
-            if ("corrupt", signature) not in self._warned:
-                self._warned.add(("corrupt", signature))
-                logger.warning("%s; serving the last good document until it is fixed", exc)
-            with self._state_lock:
-                self._checked_at = self._timer()
-            return self._document
-        self._set_document(document, signature)
-        return document
-
-    def _set_document(
-        self, document: dict[str, str], signature: tuple[int, int, int] | None
-    ) -> None:
+            return self._keep_last_good(exc, None)
+        if found is None:
+            return self._commit(generation, {}, None)
+        st, is_link = found
+        self._check_safety(path, st, is_link=is_link)
+        signature = _signature(st)
         with self._state_lock:
+            last = self._document
+            if (
+                last is not None
+                and not self._reparse
+                and signature in (self._signature, self._bad_signature)
+            ):
+                self._fresh_until = self._timer() + RECHECK_S
+                return last
+        try:
+            document, signature = self._read_document(path, st)
+        except SecretFileError as exc:
+            return self._keep_last_good(exc, signature)
+        return self._commit(generation, document, signature)
+
+    def invalidate(self) -> None:
+        """Make the next lookup check and parse the file again, even inside the second.
+
+        The last good document is kept for stale-if-corrupt until the new read succeeds.
+        """
+        with self._state_lock:
+            self._fresh_until = float("-inf")
+            self._reparse = True
+            self._bad_signature = None
+        self._document_cache.clear()
+
+    def _commit(
+        self, generation: int, document: dict[str, str], signature: _Signature | None
+    ) -> dict[str, str]:
+        with self._state_lock:
+            if generation != self._generation and self._document is not None:
+                return self._document  # a write landed meanwhile; its document is newer
             self._document = document
             self._signature = signature
-            self._checked_at = self._timer()
+            self._bad_signature = None
+            self._reparse = False
+            self._fresh_until = self._timer() + RECHECK_S
+            return document
 
-    def _check_safety(self, path: Path, st: os.stat_result) -> None:
+    def _keep_last_good(self, exc: SecretFileError, signature: _Signature | None) -> dict[str, str]:
+        with self._state_lock:
+            last = self._document
+            if last is None or self._signature is None:
+                raise exc
+            self._bad_signature = signature
+            self._reparse = False
+            self._fresh_until = self._timer() + RECHECK_S
+            first = ("corrupt", signature) not in self._warned
+            self._warned.add(("corrupt", signature))
+        if first:
+            logger.warning("%s; serving the last good document until it is fixed", exc)
+        return last
+
+    def _stat(self, path: Path) -> tuple[os.stat_result, bool] | None:
+        """``(stat, is_symlink)`` of the file, None when it does not exist."""
+        try:
+            lst = os.lstat(path)
+            is_link = stat.S_ISLNK(lst.st_mode)
+            return (os.stat(path) if is_link else lst), is_link
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise SecretFileError(
+                f"secrets file {path} cannot be inspected: {type(exc).__name__}", path=path
+            ) from None
+
+    def _check_safety(self, path: Path, st: os.stat_result, *, is_link: bool) -> None:
         problems = []
-        if path.is_symlink():
+        if is_link:
             problems.append("is a symlink")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             problems.append(f"is readable by others (mode {stat.S_IMODE(st.st_mode):04o})")
@@ -203,153 +367,277 @@ class FileSecretProvider(DocumentSecretProvider):
         what = f"secrets file {path} " + " and ".join(problems)
         if self.strict_permissions:
             raise SecretFileError(f"{what}; refused (strict_permissions)", path=path)
-        marker = ("unsafe", path, st.st_mode, st.st_uid)
-        if marker not in self._warned:
+        marker = ("unsafe", str(path), is_link, st.st_mode, st.st_uid, st.st_ino)
+        with self._state_lock:
+            if marker in self._warned:
+                return
             self._warned.add(marker)
-            logger.warning("%s; fix it with chmod 600", what)
+        logger.warning("%s; make it a regular file of your own with mode 0600", what)
 
-    def _parse(self, path: Path) -> dict[str, str]:
+    def _read_bytes(self, path: Path, st: os.stat_result) -> tuple[bytes, os.stat_result]:
+        if not stat.S_ISREG(st.st_mode):
+            raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
+        if st.st_size > self.max_file_size:
+            raise SecretFileError(
+                f"secrets file {path} is larger than {self.max_file_size} bytes", path=path
+            )
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not hang.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        if self.strict_permissions:
+            flags |= os.O_NOFOLLOW
         try:
-            with open(path, "rb") as handle:
+            fd = os.open(path, flags)
+            with os.fdopen(fd, "rb") as handle:
+                fst = os.fstat(handle.fileno())
+                if not stat.S_ISREG(fst.st_mode):
+                    raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
                 raw = handle.read(self.max_file_size + 1)
         except OSError as exc:
             raise SecretFileError(
                 f"secrets file {path} cannot be read: {type(exc).__name__}", path=path
             ) from None
-        self.parses += 1
         if len(raw) > self.max_file_size:
             raise SecretFileError(
                 f"secrets file {path} is larger than {self.max_file_size} bytes", path=path
             )
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SecretFileError(f"secrets file {path} is not UTF-8 text", path=path) from None
-        data = self._load_text(path, text)
+        return raw, fst
+
+    def _read_document(self, path: Path, st: os.stat_result) -> tuple[dict[str, str], _Signature]:
+        raw, fst = self._read_bytes(path, st)
+        with self._state_lock:
+            self.parses += 1
+        return self._to_document(path, raw), _signature(fst)
+
+    def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
+        data = _parse(path, raw, text_scalars=True)
         try:
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
-        except SecretFileError:
-            raise
-        except Exception as exc:
+        except ProviderError as exc:
             raise SecretFileError(str(exc), path=path) from None
-
-    @staticmethod
-    def _load_text(path: Path, text: str) -> Any:
-        # Parser messages quote the offending line, which may hold a secret: only the path
-        # and line number travel on, and the original exception is not chained.
-        if not text.strip():
-            return {}
-        line: int | None = None
-        kind = "YAML" if _is_yaml(path) else "JSON"
-        try:
-            if _is_yaml(path):
-                return yaml.load(text, Loader=_StrictLoader)
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            line = exc.lineno
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
-        except (yaml.YAMLError, RecursionError, ValueError):
-            pass
-        where = f" at line {line}" if line is not None else ""
-        raise SecretFileError(
-            f"secrets file {path} is not valid {kind}{where}", path=path, line=line
-        )
 
     # -- writes ------------------------------------------------------------------------
 
     async def set(self, key: str, value: str) -> None:
-        """Write ``key`` to the file atomically (created 0600 in a 0700 directory).
+        """Write ``key`` to the file atomically (0600 in a 0700 directory), under a lock.
 
         Args:
-            key: Any spelling of the key; stored normalized.
+            key: Any spelling of the key; stored normalized (other spellings are replaced).
             value: A non-empty string.
 
         Raises:
-            ValueError: The key or the value is empty.
-            SecretFileError: The file is malformed or cannot be written.
+            ValueError: The key is invalid or the value is empty.
+            TypeError: The value is not a string.
+            SecretFileError: The existing file is malformed or unsafe, or cannot be written.
         """
         nkey = normalize_key(key)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"the value for {nkey} must be a non-empty string")
-        await anyio.to_thread.run_sync(self._update, nkey, value, limiter=_limiter)
+        if not isinstance(value, str):
+            raise TypeError(f"the value for {nkey} must be a str, not {type(value).__name__}")
+        if not value:
+            raise ValueError(f"the value for {nkey} is empty; an empty secret cannot be stored")
+        _, write_limiter = _limiters_for_loop()
+        await anyio.to_thread.run_sync(self._update, nkey, value, limiter=write_limiter)
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key`` from the file.
+        """Remove ``key`` (every spelling of it) from the file.
+
+        Args:
+            key: Any spelling of the key.
 
         Returns:
             Whether the file held the key.
+
+        Raises:
+            ValueError: The key is invalid.
+            SecretFileError: The existing file is malformed or unsafe, or cannot be written.
         """
         nkey = normalize_key(key)
-        return await anyio.to_thread.run_sync(self._update, nkey, None, limiter=_limiter)
+        _, write_limiter = _limiters_for_loop()
+        return await anyio.to_thread.run_sync(self._update, nkey, None, limiter=write_limiter)
+
+    def _update(self, nkey: str, value: str | None) -> bool:
+        path = self.path
+        target = self._write_target(path)
+        with self._locked(target):
+            self._remove_stale_temporaries(target)
+            found = self._stat(target)
+            data: dict[str, Any] = {}
+            if found is not None:
+                st, _ = found
+                self._check_safety(target, st, is_link=False)
+                raw, _ = self._read_bytes(target, st)
+                data = _native_mapping(target, _parse(target, raw, text_scalars=False))
+            spellings = [k for k in data if normalize_key(k) == nkey]
+            if value is None and not spellings:
+                return False
+            for spelling in spellings:
+                del data[spelling]
+            if value is not None:
+                data[nkey] = value
+            body = _dump(target, data)
+            if len(body) > self.max_file_size:
+                raise SecretFileError(
+                    f"secrets file {target} would be larger than {self.max_file_size} bytes",
+                    path=target,
+                )
+            self._write_atomically(target, body)
+            document = self._to_document(target, body)
+            signature = _signature(os.stat(target))
+            with self._state_lock:
+                self._generation += 1
+                self._document = document
+                self._signature = signature
+                self._bad_signature = None
+                self._fresh_until = self._timer() + RECHECK_S
+        return True
+
+    def _write_target(self, path: Path) -> Path:
+        """The real file to replace: a symlinked secrets file is written through its link."""
+        if not path.is_symlink():
+            return path
+        if self.strict_permissions:
+            raise SecretFileError(
+                f"secrets file {path} is a symlink; refused (strict_permissions)", path=path
+            )
+        target = path.resolve()
+        marker = ("write-through", str(path), str(target))
+        with self._state_lock:
+            first = marker not in self._warned
+            self._warned.add(marker)
+        if first:
+            logger.warning("secrets file %s is a symlink; writing to %s", path, target)
+        return target
+
+    def _ensure_directory(self, directory: Path) -> None:
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & 0o077:
+                marker = ("directory", str(directory), mode)
+                with self._state_lock:
+                    first = marker not in self._warned
+                    self._warned.add(marker)
+                if first:
+                    logger.warning(
+                        "secrets directory %s has mode %04o; 0700 is advised", directory, mode
+                    )
+        else:
+            os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = stat.S_IMODE(path.parent.stat().st_mode)
-        if mode & 0o077:
-            logger.warning("secrets directory %s has mode %04o; 0700 is advised", path.parent, mode)
-        lock_path = path.parent / f".{path.name}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            self._ensure_directory(path.parent)
+            lock_path = path.parent / f".{path.name}.lock"
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise SecretFileError(
+                f"cannot lock secrets file {path}: {type(exc).__name__}", path=path
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing releases the lock
-
-    def _update(self, nkey: str, value: str | None) -> bool:
-        path = self.path
-        with self._locked(path):
-            self._remove_stale_temporaries(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                text = ""
-            data = self._load_text(path, text) if text.strip() else {}
-            if not isinstance(data, dict):
-                raise SecretFileError(f"secrets file {path} does not hold an object", path=path)
-            existing = {k for k in data if isinstance(k, str) and normalize_key(k) == nkey}
-            for k in existing:
-                del data[k]
-            if value is not None:
-                data[nkey] = value
-            elif not existing:
-                return False
-            self._write_atomically(path, data)
-            document = document_from_mapping(data, provider="file", source=f"secrets file {path}")
-            st = os.stat(path)
-            self._set_document(document, (st.st_mtime_ns, st.st_size, st.st_ino))
-            return bool(existing) or value is not None
+            os.close(fd)  # closing the descriptor releases the lock
 
     @staticmethod
     def _remove_stale_temporaries(path: Path) -> None:
-        # We hold the lock, so no live writer owns any of these.
-        for leftover in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        # Called with the lock held: no live writer owns any of these.
+        prefix = f".{path.name}{_TMP_MARK}"
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     @staticmethod
-    def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
-        if _is_yaml(path):
-            body = yaml.safe_dump(dict(data), default_flow_style=False, sort_keys=True)
+    def _write_atomically(path: Path, body: bytes) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(16):
+            tmp = path.parent / f".{path.name}{_TMP_MARK}{_temp_suffix()}"
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileExistsError:
+                continue  # someone put something there: never write through it
+            break
         else:
-            body = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        tmp = path.parent / f".{path.name}{_TMP_MARK}{secrets.token_hex(8)}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600)
+            raise SecretFileError(f"cannot create a temporary file next to {path}", path=path)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # the creation mode is filtered by the umask
                 handle.write(body)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise SecretFileError(
+                    f"cannot write secrets file {path}: {type(exc).__name__}", path=path
+                ) from None
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
+    """Parse a file's bytes as JSON or YAML (by extension); a blank file is empty.
+
+    Parser messages quote the offending line, which may hold a secret: only the path, the line
+    number and a fixed description travel on, and the parser's exception is not chained.
+    """
+    kind = "YAML" if _is_yaml(path) else "JSON"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SecretFileError(f"secrets file {path} is not UTF-8 text", path=path) from None
+    if not text.strip():
+        return {}
+    line: int | None = None
+    reason = "is not valid " + kind
+    try:
+        if kind == "YAML":
+            loader = _TextLoader if text_scalars else _StrictLoader
+            data = yaml.load(text, Loader=loader)
+            return {} if data is None else data
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = exc.lineno
+    except _RefusedYAML as exc:
+        reason = f"is refused: {exc.problem}"
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+    except RecursionError:
+        reason = f"is nested too deeply to be valid {kind}"
+    except (yaml.YAMLError, ValueError):
+        pass
+    where = f" at line {line}" if line is not None else ""
+    raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
+
+
+def _native_mapping(path: Path, data: Any) -> dict[str, Any]:
+    """The parsed file as a dict with string keys, for a rewrite that keeps its types."""
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+        raise SecretFileError(
+            f"secrets file {path} does not hold an object with string keys; not rewriting it",
+            path=path,
+        )
+    return data
+
+
+def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
+    if _is_yaml(path):
+        text = yaml.safe_dump(
+            dict(data), default_flow_style=False, sort_keys=True, allow_unicode=True
+        )
+    else:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return text.encode("utf-8")
