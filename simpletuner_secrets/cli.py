@@ -66,8 +66,13 @@ async def _run(args: argparse.Namespace) -> int:
     config: dict[str, Any] = {"env_prefix": args.env_prefix}
     if args.file_path:
         config["file_path"] = args.file_path
-    async with SecretsManager(config=config) as manager:
-        command = args.command
+    command = args.command
+    # A lookup must not answer "absent" because a provider failed: that is an error (exit 2).
+    # list and doctor report each provider's failure themselves and go on.
+    tolerant = command in ("list", "doctor")
+    async with SecretsManager(
+        config=config, on_provider_error="skip" if tolerant else "raise"
+    ) as manager:
         if command == "get":
             value = await manager.get(args.key)
             if value is None:
