@@ -1,0 +1,168 @@
+"""SecretsManager against what a user would pick: warm gets, the sync facade, cold fan-out.
+
+Warm lookups run with the environment first in the chain (the key absent there, read live on
+every call) and one cached document provider behind it, the shape of a service reading
+`HF_TOKEN` from AWS or Vault. The anchors are an `async_lru` hit, the cheapest async cache a user
+would wrap a fetch in, and aws-secretsmanager-caching's `SecretCache` hit.
+
+Run: `nox -s bench` or `python benchmarks/bench_manager.py [--rounds N] [--quick] [--check]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Target, check, machine, parse_args, print_table, round_robin, timed
+from async_lru import alru_cache
+
+from simpletuner_secrets import EnvironmentSecretProvider, SecretsManager
+from simpletuner_secrets.testing import InMemorySecretProvider
+
+OPS = 20_000
+KEYS = [f"BENCH_SECRET_{i}" for i in range(20)]
+VALUE = "bench-value-0123456789"
+
+
+def _aws_cache_hit() -> Callable[[int], None] | None:
+    """aws-secretsmanager-caching's SecretCache over a stub client, for scale."""
+    try:
+        from aws_secretsmanager_caching import SecretCache, SecretCacheConfig
+    except ImportError:  # pragma: no cover - in the test extra
+        return None
+
+    class StubClient:
+        meta = type("Meta", (), {"config": None})()
+
+        def describe_secret(self, SecretId: str) -> dict[str, Any]:
+            return {
+                "ARN": f"arn:aws:secretsmanager:us-east-1:0:secret:{SecretId}",
+                "Name": SecretId,
+                "VersionIdsToStages": {"v1": ["AWSCURRENT"]},
+            }
+
+        def get_secret_value(self, SecretId: str, **_: str) -> dict[str, Any]:
+            return {"Name": SecretId, "VersionId": "v1", "SecretString": json.dumps({"K": VALUE})}
+
+    cache = SecretCache(config=SecretCacheConfig(), client=StubClient())
+    cache.get_secret_string("bench")
+
+    def run(ops: int) -> None:
+        get = cache.get_secret_string
+        for _ in range(ops):
+            get("bench")
+
+    return run
+
+
+def bench_warm(rounds: int) -> tuple[float, float]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    manager = SecretsManager(
+        [EnvironmentSecretProvider(), InMemorySecretProvider({k: VALUE for k in KEYS})]
+    )
+
+    @alru_cache(maxsize=1000, ttl=300)
+    async def alru(key: str) -> str:
+        return VALUE
+
+    async def warm() -> None:
+        for k in KEYS:
+            assert await manager.get(k) == VALUE
+            await alru(k)
+
+    loop.run_until_complete(warm())
+    assert manager.sync.get(KEYS[0]) == VALUE
+
+    async def run_ours(ops: int) -> None:
+        get = manager.get
+        for _ in range(ops // len(KEYS)):
+            for k in KEYS:
+                await get(k)
+
+    async def run_alru(ops: int) -> None:
+        for _ in range(ops // len(KEYS)):
+            for k in KEYS:
+                await alru(k)
+
+    def run_sync(ops: int) -> None:
+        get = manager.sync.get
+        for _ in range(ops // len(KEYS)):
+            for k in KEYS:
+                get(k)
+
+    def on_loop(body: Callable[[int], Any]) -> Callable[[int], float]:
+        def run(ops: int) -> float:
+            start = time.perf_counter()
+            loop.run_until_complete(body(ops))
+            return time.perf_counter() - start
+
+        return run
+
+    contenders: dict[str, Callable[[int], float]] = {
+        "await m.get (ours)": on_loop(run_ours),
+        "m.sync.get (ours)": timed(run_sync),
+        "async_lru hit": on_loop(run_alru),
+    }
+    aws = _aws_cache_hit()
+    if aws is not None:
+        contenders["aws-secretsmanager-caching get_secret_string hit"] = timed(aws)
+    results = round_robin(contenders, rounds, OPS // 4)
+    manager.sync.close()
+    loop.run_until_complete(manager.aclose())
+    loop.close()
+    asyncio.set_event_loop(None)
+    print_table("Warm lookup: env (absent, live) + one cached provider", results, "async_lru hit")
+    base = results.median("async_lru hit")
+    return results.median("await m.get (ours)") / base, results.median("m.sync.get (ours)") / base
+
+
+def bench_cold(rounds: int) -> float:
+    latency = 0.1
+
+    async def one_round() -> float:
+        providers = [
+            InMemorySecretProvider({}, latency=latency, name=f"p{i}") for i in range(2)
+        ] + [InMemorySecretProvider({"ONLY_IN_LAST": VALUE}, latency=latency, name="p2")]
+        async with SecretsManager(providers) as manager:
+            start = time.perf_counter()
+            value = await manager.get("only-in-last")
+            elapsed = time.perf_counter() - start
+            assert value == VALUE
+            assert [p.loads for p in providers] == [1, 1, 1]
+        return elapsed / latency
+
+    samples = [asyncio.run(one_round()) for _ in range(max(5, rounds // 2))]
+    ratio = statistics.median(samples)
+    print("\n### Cold lookup over three providers of 100 ms each, key only in the last\n")
+    print("| contender | wall / 100 ms |\n|---|---|")
+    print(f"| await m.get (ours, concurrent fan-out) | {ratio:.2f}x |")
+    print("| one provider after another (for scale) | 3.00x |")
+    return ratio
+
+
+def main() -> int:
+    args = parse_args(__doc__ or "")
+    print(f"# bench_manager ({machine()}, {args.rounds} rounds, medians)")
+    warm_async, warm_sync = bench_warm(args.rounds)
+    cold = bench_cold(args.rounds)
+    ok = check(
+        [
+            (Target("warm await m.get vs async_lru hit", 1.25), warm_async),
+            (Target("warm m.sync.get vs async_lru hit", 1.1), warm_sync),
+            (Target("cold get, 3 x 100 ms providers, vs 100 ms", 1.1), cold),
+        ]
+    )
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
