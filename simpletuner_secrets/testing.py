@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .errors import ProviderError
 from .keys import normalize_key
-from .providers.base import DocumentSecretProvider
+from .providers.base import DocumentSecretProvider, document_from_mapping
 
 __all__ = ["InMemorySecretProvider"]
 
@@ -22,7 +22,8 @@ class InMemorySecretProvider(DocumentSecretProvider):
     """A writable provider holding its secrets in a dict.
 
     Args:
-        secrets: Initial secrets; keys are matched by their normalized form.
+        secrets: Initial secrets; keys are matched by their normalized form, numbers and
+            booleans come back as their JSON text, like from a JSON document.
         latency: Seconds each document load waits, to imitate a network round trip.
         name: The provider's name in logs, stats and ``explain``.
 
@@ -35,13 +36,13 @@ class InMemorySecretProvider(DocumentSecretProvider):
 
     def __init__(
         self,
-        secrets: Mapping[str, str] | None = None,
+        secrets: Mapping[str, Any] | None = None,
         *,
         latency: float = 0.0,
         name: str | None = None,
     ) -> None:
         super().__init__()
-        self._data = {normalize_key(k): v for k, v in (secrets or {}).items()}
+        self._data: dict[str, Any] = {normalize_key(k): v for k, v in (secrets or {}).items()}
         self.latency = latency
         self.loads = 0
         self.failure: str | None = None
@@ -49,13 +50,13 @@ class InMemorySecretProvider(DocumentSecretProvider):
             self.name = name  # type: ignore[misc]  # per-instance name for several in a chain
 
     async def load_document(self) -> Mapping[str, str]:
-        """Return a copy of the secrets (non-empty values only), after ``latency``."""
+        """Return the secrets as a document (non-empty values as text), after ``latency``."""
         self.loads += 1
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.failure is not None:
             raise ProviderError(f"{self.name}: {self.failure}", provider=self.name)
-        return {k: v for k, v in self._data.items() if v}
+        return document_from_mapping(self._data, provider=self.name, source="memory")
 
     async def set(self, key: str, value: str) -> None:
         """Store ``value`` under ``key`` and forget the loaded document."""
