@@ -1,0 +1,478 @@
+"""AWSSecretsManagerProvider: one JSON secret in AWS Secrets Manager, read with aioboto3.
+
+The SDK is imported, and its service model loaded, in a worker thread; one client per event
+loop is kept open for the provider's lifetime and closed with the loop or by `aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.util
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+from ..errors import ProviderError
+from .base import DocumentSecretProvider, document_from_mapping
+
+__all__ = ["AWSSecretsManagerProvider"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "secretsmanager"
+INSTALL_HINT = "pip install 'simpletuner-secrets[aws]'"
+#: Timeouts used unless ``client_config`` sets its own; botocore's defaults are 60 s each.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_READ_TIMEOUT_S = 10.0
+#: How long `aclose` waits for a client owned by another, running event loop to close.
+CLOSE_OTHER_LOOP_TIMEOUT_S = 5.0
+
+# Data files botocore parses (synchronously, JSON) when a Secrets Manager client is created:
+# together 50-250 ms of CPU, loaded in the worker thread instead of on the event loop.
+_SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
+_SHARED_DATA = ("endpoints", "partitions", "_retry", "sdk-default-configuration")
+
+_sdk_found: bool | None = None
+
+
+def _sdk_importable() -> bool:
+    """Whether aioboto3 can be imported, found without importing it (which takes ~250 ms)."""
+    global _sdk_found
+    if _sdk_found is None:
+        _sdk_found = importlib.util.find_spec("aioboto3") is not None
+    return _sdk_found
+
+
+def _missing_sdk() -> ImportError:
+    return ImportError(f"the AWS provider needs aioboto3: {INSTALL_HINT}")
+
+
+def _mask_url(url: str | None) -> str | None:
+    """The URL without a password in its user info, for repr and messages."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def _setting(
+    argument: str | None,
+    config: Mapping[str, Any],
+    config_key: str,
+    environ: Mapping[str, str],
+    *env_names: str,
+) -> str | None:
+    """argument > config > environment; an empty value counts as unset."""
+    if argument:
+        return argument
+    value = config.get(config_key)
+    if value:
+        return str(value)
+    for name in env_names:
+        value = environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class _LoopClient:
+    """The client of one event loop, owned by a keeper task running on that loop.
+
+    The keeper opens the client, publishes it through `ready`, and holds it open until it is
+    cancelled: by `aclose`, or by the loop's own shutdown (``asyncio.run`` cancels every task
+    before closing the loop), so the client is always closed on the loop it belongs to.
+    """
+
+    __slots__ = ("loop", "ready", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: asyncio.Future[Any] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+
+
+class AWSSecretsManagerProvider(DocumentSecretProvider):
+    """One secret in AWS Secrets Manager holding a JSON object of key/value pairs.
+
+    Settings come from the arguments, else from ``config`` (``aws_secret_name``,
+    ``aws_region``, ``aws_endpoint_url``), else from the environment
+    (``SIMPLETUNER_AWS_SECRET_NAME``; ``AWS_DEFAULT_REGION`` then ``AWS_REGION``;
+    ``AWS_ENDPOINT_URL``). Only the secret name is required: without a region, botocore
+    resolves it as usual (its own environment variables, then the profile in
+    ``~/.aws/config``), and a client that still has none fails with `ProviderError` naming
+    ``NoRegionError``. Credentials come from the standard AWS chain and are never handled here.
+
+    The secret is read with ``GetSecretValue`` (``SecretString``, or ``SecretBinary`` as UTF-8)
+    and must hold one JSON object. A missing secret (or version stage) is an empty document,
+    logged once at WARNING; every other failure raises `ProviderError` naming the secret and
+    the cause, never the value.
+
+    Clients: aioboto3 clients belong to the event loop that opened them, so the provider keeps
+    one per loop, opened on first use (concurrent first calls share one) and reused by every
+    later call. Importing aioboto3 and loading botocore's Secrets Manager model happen in a
+    worker thread, so the event loop never stalls on them. A client is closed by `aclose`, or
+    when its loop is shut down by ``asyncio.run`` (or any runner that cancels leftover tasks).
+
+    Args:
+        secret_name: Name or ARN of the secret.
+        region_name: AWS region.
+        endpoint_url: Endpoint override (a local emulator, a VPC endpoint).
+        version_stage: The staging label read (``AWSCURRENT``, ``AWSPREVIOUS``, or your own).
+        config: The `SecretsManager` settings mapping.
+        environ: Environment for the settings above (default ``os.environ``). botocore still
+            reads ``os.environ`` for credentials and its own settings.
+        client_config: A ``botocore.config.Config`` merged over the provider's defaults
+            (connect timeout 5 s, read timeout 10 s); use it for retries, proxies, timeouts.
+
+    Raises:
+        ImportError: aioboto3 is not installed (the message names the ``[aws]`` extra).
+        ValueError: ``version_stage`` is empty.
+
+    Attributes:
+        clients_opened: How many clients were opened, over all loops (diagnostics).
+    """
+
+    name = "aws"
+
+    def __init__(
+        self,
+        secret_name: str | None = None,
+        region_name: str | None = None,
+        *,
+        endpoint_url: str | None = None,
+        version_stage: str = "AWSCURRENT",
+        config: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        client_config: Any = None,
+    ) -> None:
+        if not _sdk_importable():
+            raise _missing_sdk()
+        if not version_stage or not version_stage.strip():
+            raise ValueError("version_stage must be a non-empty staging label")
+        super().__init__()
+        cfg: Mapping[str, Any] = config if config is not None else {}
+        env: Mapping[str, str] = environ if environ is not None else os.environ
+        self.secret_name = _setting(
+            secret_name, cfg, "aws_secret_name", env, "SIMPLETUNER_AWS_SECRET_NAME"
+        )
+        self.region_name = _setting(
+            region_name, cfg, "aws_region", env, "AWS_DEFAULT_REGION", "AWS_REGION"
+        )
+        self.endpoint_url = _setting(endpoint_url, cfg, "aws_endpoint_url", env, "AWS_ENDPOINT_URL")
+        self.version_stage = version_stage
+        self.client_config = client_config
+        self.clients_opened = 0
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._lock = threading.Lock()
+        self._missing_reported = False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(secret_name={self.secret_name!r}, "
+            f"region_name={self.region_name!r}, endpoint_url={_mask_url(self.endpoint_url)!r}, "
+            f"version_stage={self.version_stage!r})"
+        )
+
+    def missing_settings(self) -> list[str]:
+        """Name the required settings that are absent.
+
+        Returns:
+            An empty list when the provider can run; else the missing settings (only the
+            secret name is required: the region may come from botocore's own configuration).
+        """
+        if self.secret_name:
+            return []
+        return ["secret name (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)"]
+
+    def is_available(self) -> bool:
+        """Return whether aioboto3 is importable and a secret name is set."""
+        return _sdk_importable() and bool(self.secret_name)
+
+    @property
+    def open_clients(self) -> int:
+        """How many event loops have a client open (or opening) now."""
+        with self._lock:
+            return len(self._clients)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def load_document(self) -> Mapping[str, str]:
+        """Read the secret with one ``GetSecretValue`` call and parse it.
+
+        Returns:
+            The normalized document; empty when the secret or version stage does not exist.
+
+        Raises:
+            ProviderError: No secret name, the client cannot be created, the call failed
+                (unreachable, denied, throttled after botocore's retries), or the secret is
+                not a UTF-8 JSON object.
+        """
+        name = self.secret_name
+        if not name:
+            raise ProviderError(
+                "aws: no secret name set (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)",
+                provider=self.name,
+            )
+        client = await self._client()
+        try:
+            response = await client.get_secret_value(SecretId=name, VersionStage=self.version_stage)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                self._report_missing(name)
+                return {}
+            raise self._call_error(name, exc) from _safe_cause(exc)
+        self._missing_reported = False
+        return self._parse(name, response)
+
+    def _report_missing(self, name: str) -> None:
+        with self._lock:
+            first = not self._missing_reported
+            self._missing_reported = True
+        if first:
+            logger.warning(
+                "aws: secret %r (stage %s, region %s) not found; reading it as empty",
+                name,
+                self.version_stage,
+                self.region_name or "default",
+            )
+
+    def _call_error(self, name: str, exc: Exception) -> ProviderError:
+        code = _error_code(exc)
+        if code is not None:
+            response: Mapping[str, Any] = getattr(exc, "response", {}) or {}
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = str(response.get("Error", {}).get("Message") or "")[:300]
+            cause = f"{code}, HTTP {status}" + (f": {message}" if message else "")
+        elif _is_botocore_error(exc):
+            # botocore's own errors are built from names, URLs and counts, not response bodies.
+            cause = f"{type(exc).__name__}: {exc}"
+        else:
+            cause = f"{type(exc).__name__} (details withheld)"
+        return ProviderError(f"aws: cannot read secret {name!r} ({cause})", provider=self.name)
+
+    def _parse(self, name: str, response: Mapping[str, Any]) -> dict[str, str]:
+        source = f"secret {name!r} (stage {self.version_stage})"
+        text = response.get("SecretString")
+        if text is None:
+            binary = response.get("SecretBinary")
+            if binary is None:
+                raise ProviderError(
+                    f"aws: {source} has neither SecretString nor SecretBinary",
+                    provider=self.name,
+                )
+            try:
+                text = bytes(binary).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                position = exc.start
+                raise ProviderError(
+                    f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {position})",
+                    provider=self.name,
+                ) from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            where = (
+                f" at line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ProviderError(
+                f"aws: {source} is not valid JSON{where}; it must hold one JSON object",
+                provider=self.name,
+            ) from None
+        return document_from_mapping(data, provider=self.name, source=source)
+
+    # -- clients -----------------------------------------------------------------------
+
+    async def _client(self) -> Any:
+        """The client of the running loop, opened on first use (once for concurrent callers)."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            with self._lock:
+                entry = self._clients.get(loop)
+                if entry is None:
+                    entry = _LoopClient(loop)
+                    entry.task = loop.create_task(
+                        self._keep_client(entry),
+                        name=f"simpletuner-secrets aws client {id(self):x}",
+                    )
+                    self._clients[loop] = entry
+        ready = entry.ready
+        if not ready.done():
+            # shield: a caller cancelled while the client opens must not cancel it for the others.
+            await asyncio.shield(ready)
+        return ready.result()
+
+    async def _keep_client(self, entry: _LoopClient) -> None:
+        ready = entry.ready
+        try:
+            try:
+                session, client_config = await anyio.to_thread.run_sync(self._open_session)
+                context = session.client(
+                    SERVICE, endpoint_url=self.endpoint_url, config=client_config
+                )
+            except Exception as exc:
+                raise self._client_error(exc) from _safe_cause(exc)
+            async with context as client:
+                with self._lock:
+                    self.clients_opened += 1
+                ready.set_result(client)
+                await asyncio.Event().wait()  # held open until cancelled
+        except asyncio.CancelledError:
+            self._fail(
+                entry,
+                ProviderError(
+                    "aws: the provider was closed while its client opened", provider="aws"
+                ),
+            )
+            raise
+        except ProviderError as exc:
+            self._fail(entry, exc)
+        except Exception as exc:  # opening the client failed on the loop (credentials, region)
+            self._fail(entry, self._client_error(exc))
+        finally:
+            with self._lock:
+                if self._clients.get(entry.loop) is entry:
+                    del self._clients[entry.loop]
+
+    def _fail(self, entry: _LoopClient, exc: ProviderError) -> None:
+        with self._lock:
+            if self._clients.get(entry.loop) is entry:
+                del self._clients[entry.loop]  # the next call tries again
+        if not entry.ready.done():
+            entry.ready.set_exception(exc)
+            entry.ready.exception()  # retrieved: no "exception never retrieved" if nobody waits
+
+    def _client_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, ImportError):
+            detail = f"aioboto3 cannot be imported ({INSTALL_HINT})"
+        elif _is_botocore_error(exc):
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = f"{type(exc).__name__} (details withheld)"
+        return ProviderError(
+            f"aws: cannot create a Secrets Manager client for secret {self.secret_name!r}: {detail}",
+            provider=self.name,
+        )
+
+    def _open_session(self) -> tuple[Any, Any]:
+        """Import the SDK and load the service model: blocking work, run in a worker thread."""
+        try:
+            import aioboto3
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError as exc:
+            raise _missing_sdk() from exc
+        core = get_session()
+        session = aioboto3.Session(botocore_session=core, region_name=self.region_name)
+        loader = core.get_component("data_loader")
+        # Parsed once here, the files are served from the loader's cache when the client is
+        # created on the loop. A file a botocore version lacks is simply loaded later, if used.
+        for type_name in _SERVICE_DATA:
+            try:
+                loader.load_service_model(SERVICE, type_name)
+            except Exception:
+                pass
+        for data_name in _SHARED_DATA:
+            try:
+                loader.load_data(data_name)
+            except Exception:
+                pass
+        client_config = AioConfig(
+            connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
+            read_timeout=DEFAULT_READ_TIMEOUT_S,
+            user_agent_extra="simpletuner-secrets",
+        )
+        if self.client_config is not None:
+            client_config = client_config.merge(self.client_config)
+        return session, client_config
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every client this provider opened, on every event loop. Safe to repeat.
+
+        A client of the running loop is closed here; one of another running loop is closed on
+        that loop (waited for up to 5 s); one of a loop already closed was closed by the
+        loop's shutdown. A later lookup opens a new client.
+        """
+        with self._lock:
+            entries = list(self._clients.values())
+            self._clients.clear()
+        current = asyncio.get_running_loop()
+        for entry in entries:
+            task = entry.task
+            if task is None:
+                continue
+            if entry.loop is current:
+                task.cancel()
+                await asyncio.wait({task})
+            elif not entry.loop.is_closed():
+                await self._close_on_other_loop(entry, task)
+
+    async def _close_on_other_loop(self, entry: _LoopClient, task: asyncio.Task[None]) -> None:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def _mark_done(_: object) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def _stop() -> None:  # runs on the client's own loop
+            task.cancel()
+            task.add_done_callback(_mark_done)
+
+        try:
+            entry.loop.call_soon_threadsafe(_stop)
+        except RuntimeError:
+            return  # the loop closed meanwhile; its shutdown closed the client
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_OTHER_LOOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "aws: a client on another event loop did not close within %.0f s",
+                CLOSE_OTHER_LOOP_TIMEOUT_S,
+            )
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError``, else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, Mapping):
+        return None
+    error = response.get("Error")
+    if not isinstance(error, Mapping):
+        return None
+    code = error.get("Code")
+    return str(code) if code else None
+
+
+def _is_botocore_error(exc: BaseException) -> bool:
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return False
+    return isinstance(exc, BotoCoreError)
+
+
+def _safe_cause(exc: BaseException) -> BaseException | None:
+    """Chain botocore errors (useful, value-free); hide anything else that might quote data."""
+    if _error_code(exc) is not None or _is_botocore_error(exc):
+        return exc
+    return None
