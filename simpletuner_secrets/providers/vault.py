@@ -1,0 +1,446 @@
+"""HashiCorpVaultProvider: one KV secret (v2 or v1) from HashiCorp Vault or OpenBao, via hvac.
+
+hvac blocks, so every hvac call, client creation and the hvac import included, runs in a
+worker thread; the event loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import anyio
+import anyio.to_thread
+
+from ..errors import ConfigurationError, ProviderError
+from .base import DocumentSecretProvider, document_from_mapping
+
+__all__ = ["HashiCorpVaultProvider"]
+
+logger = logging.getLogger(__name__)
+
+#: The install hint given when hvac is missing.
+INSTALL_HINT = "pip install 'simpletuner-secrets[vault]'"
+DEFAULT_PATH = "simpletuner"
+DEFAULT_MOUNT = "secret"
+_TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
+_FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
+# hvac raises one exception class per HTTP status; messages name the status, not hvac's text.
+_STATUS = {
+    "InvalidRequest": 400,
+    "Unauthorized": 401,
+    "Forbidden": 403,
+    "InvalidPath": 404,
+    "RateLimitExceeded": 429,
+    "InternalServerError": 500,
+    "VaultNotInitialized": 501,
+    "BadGateway": 502,
+    "VaultDown": 503,
+}
+
+# anyio's CapacityLimiter wakes its waiters through one loop's events, so each event loop (the
+# app's, the sync facade's) gets a limiter of its own. hvac calls get their own limiters so a
+# slow Vault cannot exhaust anyio's default thread pool, nor the file provider's.
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+_limiters_lock = threading.Lock()
+
+
+def _limiter_for_loop() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        with _limiters_lock:
+            limiter = _limiters.get(loop)
+            if limiter is None:
+                limiter = anyio.CapacityLimiter(4)
+                _limiters[loop] = limiter
+    return limiter
+
+
+def _hvac_installed() -> bool:
+    # find_spec only looks for the package; importing hvac (and requests) takes long enough to
+    # stall an event loop, so the import itself happens in the worker thread on first use.
+    try:
+        return importlib.util.find_spec("hvac") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _import_hvac() -> Any:
+    try:
+        import hvac
+    except ImportError as exc:
+        raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}") from exc
+    return hvac
+
+
+def _text(value: Any) -> str | None:
+    """A setting as stripped text; None, empty and whitespace count as unset."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _first(*values: Any) -> str | None:
+    for value in values:
+        text = _text(value)
+        if text is not None:
+            return text
+    return None
+
+
+def _parse_verify(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    return text  # a CA bundle file or directory
+
+
+def _parse_kv_version(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or str(value).strip() not in ("1", "2"):
+        raise ConfigurationError(f"vault: kv_version must be 1, 2 or None, not {value!r}")
+    return int(str(value).strip())
+
+
+def _display_url(url: str) -> str:
+    """The address without user info, query or fragment, fit for messages and repr."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _no_route(exc: Exception) -> bool:
+    # Vault answers a path under a mount that does not exist with 404 "no handler for route".
+    errors = getattr(exc, "errors", None) or []
+    return any("no handler for route" in str(error) for error in errors)
+
+
+class HashiCorpVaultProvider(DocumentSecretProvider):
+    """Secrets in one KV secret of HashiCorp Vault (or OpenBao): ``<mount>/<path>``.
+
+    The whole secret is the document; every key is answered from it. KV v2 is tried first
+    (``<mount>/data/<path>``). A 404 there cannot tell a missing secret from a KV v1 mount, so
+    the mount's version is then asked of ``sys/internal/ui/mounts/<mount>`` (as the vault CLI
+    does), and KV v1 is read only when the mount is not v2. The version found is remembered;
+    ``kv_version`` skips the detection. A 403 or a network error never falls back to v1: it
+    raises `ProviderError`.
+
+    A missing secret is an empty document, logged once at WARNING (again only after it was
+    found in between). A missing mount is a configuration mistake, not an empty document: it
+    raises `ProviderError` naming the mount.
+
+    Settings: an argument wins over ``config`` (``vault_url``, ``vault_token``, ``vault_path``,
+    ``vault_mount_point``, ``vault_namespace``, ``vault_verify``, ``vault_kv_version``), which
+    wins over the environment (``VAULT_ADDR``, ``VAULT_TOKEN`` then ``~/.vault-token``,
+    ``SIMPLETUNER_VAULT_PATH``, ``SIMPLETUNER_VAULT_MOUNT``, ``VAULT_NAMESPACE``,
+    ``VAULT_SKIP_VERIFY``, ``VAULT_CACERT``, ``VAULT_CAPATH``). A truthy ``VAULT_SKIP_VERIFY``
+    wins over a CA setting, as with the vault CLI.
+
+    One hvac client is created on first use, in a worker thread, and reused by every call
+    from any event loop; `aclose` closes it (a later lookup opens a new one).
+
+    Args:
+        url: The Vault address, ``http(s)://host:port``.
+        token: The Vault token.
+        path: The secret's path inside the mount (default ``simpletuner``).
+        mount_point: The KV mount (default ``secret``).
+        namespace: The Vault namespace, sent as ``X-Vault-Namespace``.
+        verify: TLS verification: True, False, or a CA bundle path.
+        kv_version: 1 or 2 to skip the version detection.
+        timeout: Seconds hvac waits for one request.
+        config: Settings by config key (see above).
+        environ: The environment to read settings from (defaults to ``os.environ``); its
+            ``HOME``, when present, locates ``~/.vault-token``.
+
+    Raises:
+        ImportError: hvac is not installed (the message names the ``[vault]`` extra).
+        ConfigurationError: A setting is invalid (an address that is not http(s), a
+            ``kv_version`` other than 1 or 2, an empty path).
+    """
+
+    name = "vault"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        path: str | None = None,
+        mount_point: str | None = None,
+        *,
+        namespace: str | None = None,
+        verify: bool | str | None = None,
+        kv_version: int | None = None,
+        timeout: float = 10.0,
+        config: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if not _hvac_installed():
+            raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}")
+        super().__init__()
+        cfg: Mapping[str, Any] = config or {}
+        env: Mapping[str, str] = os.environ if environ is None else environ
+
+        url = _first(url, cfg.get("vault_url"), env.get("VAULT_ADDR"))
+        if url is not None:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ConfigurationError(
+                    f"vault: the address {_display_url(url)!r} must start with http:// or https://"
+                )
+            url = url.rstrip("/")
+        self.url = url
+        self._token = _first(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
+        if self._token is None:
+            self._token = self._token_from_file(env)
+        self.path = (
+            _first(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH")) or DEFAULT_PATH
+        ).strip("/")
+        self.mount_point = (
+            _first(mount_point, cfg.get("vault_mount_point"), env.get("SIMPLETUNER_VAULT_MOUNT"))
+            or DEFAULT_MOUNT
+        ).strip("/")
+        if not self.path or not self.mount_point:
+            raise ConfigurationError("vault: the secret path and the mount must not be empty")
+        self.namespace = _first(namespace, cfg.get("vault_namespace"), env.get("VAULT_NAMESPACE"))
+        self.verify = self._resolve_verify(verify, cfg, env)
+        self._explicit_kv_version = _parse_kv_version(
+            kv_version if kv_version is not None else cfg.get("vault_kv_version")
+        )
+        self._kv_version = self._explicit_kv_version
+        self.timeout = timeout
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._warn_lock = threading.Lock()
+        self._warned_missing = False
+
+    # -- settings ----------------------------------------------------------------------
+
+    @staticmethod
+    def _token_from_file(env: Mapping[str, str]) -> str | None:
+        home = _text(env.get("HOME"))
+        token_file = (Path(home) if home is not None else Path.home()) / ".vault-token"
+        try:
+            return _text(token_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    @staticmethod
+    def _resolve_verify(
+        verify: bool | str | None, cfg: Mapping[str, Any], env: Mapping[str, str]
+    ) -> bool | str:
+        if verify is not None:
+            return _parse_verify(verify)
+        if cfg.get("vault_verify") is not None:
+            return _parse_verify(cfg["vault_verify"])
+        if (_text(env.get("VAULT_SKIP_VERIFY")) or "").lower() in _TRUE:
+            return False
+        ca = _first(env.get("VAULT_CACERT"), env.get("VAULT_CAPATH"))
+        return ca if ca is not None else True
+
+    @property
+    def kv_version(self) -> int | None:
+        """The KV version used: given, or detected by the first load (None until then)."""
+        return self._kv_version
+
+    def missing_settings(self) -> list[str]:
+        """Name the settings still needed before the provider can be used.
+
+        Returns:
+            ``["VAULT_ADDR"]``, ``["VAULT_TOKEN"]``, both, or ``[]`` when complete.
+        """
+        missing = []
+        if self.url is None:
+            missing.append("VAULT_ADDR")
+        if self._token is None:
+            missing.append("VAULT_TOKEN")
+        return missing
+
+    def is_available(self) -> bool:
+        """Return whether hvac is importable and an address and a token are set."""
+        return not self.missing_settings() and _hvac_installed()
+
+    def __repr__(self) -> str:
+        url = _display_url(self.url) if self.url is not None else None
+        token = "***" if self._token is not None else None
+        return (
+            f"{type(self).__name__}(url={url!r}, mount_point={self.mount_point!r}, "
+            f"path={self.path!r}, namespace={self.namespace!r}, token={token!r})"
+        )
+
+    # -- loading -----------------------------------------------------------------------
+
+    async def load_document(self) -> Mapping[str, str]:
+        """Read the secret from Vault in a worker thread, with no caching.
+
+        Returns:
+            The normalized document; empty when the secret does not exist.
+
+        Raises:
+            ConfigurationError: The address or the token is missing.
+            ProviderError: Vault refused (403 and other errors), could not be reached, has
+                no such mount, or sent something that is not a secret.
+        """
+        missing = self.missing_settings()
+        if missing:
+            raise ConfigurationError(f"vault: missing settings: {', '.join(missing)}")
+        data, source = await anyio.to_thread.run_sync(
+            self._load_blocking, limiter=_limiter_for_loop()
+        )
+        if data is None:
+            with self._warn_lock:
+                warn, self._warned_missing = not self._warned_missing, True
+            if warn:
+                logger.warning(
+                    "vault: no secret at %s on %s; using an empty document",
+                    source,
+                    _display_url(self.url or ""),
+                )
+            return {}
+        document = document_from_mapping(data, provider=self.name, source=source)
+        with self._warn_lock:
+            self._warned_missing = False
+        return document
+
+    def _client_or_create(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    hvac = _import_hvac()
+                    client = hvac.Client(
+                        url=self.url,
+                        token=self._token,
+                        namespace=self.namespace,
+                        verify=self.verify,
+                        timeout=self.timeout,
+                    )
+                    self._client = client
+        return client
+
+    def _load_blocking(self) -> tuple[Any, str]:
+        """Read the secret (detecting the KV version if needed); runs in a worker thread.
+
+        Returns:
+            The secret's data (None when the secret does not exist) and its API path.
+        """
+        hvac = _import_hvac()
+        client = self._client_or_create()
+        not_found = hvac.exceptions.InvalidPath
+        version = self._kv_version
+        if version != 1:
+            source = f"{self.mount_point}/data/{self.path}"
+            try:
+                body = client.adapter.get(f"/v1/{quote(source)}")
+            except not_found as exc:
+                if _no_route(exc):
+                    raise self._mount_missing(f"HTTP 404 on {source}") from None
+                if version is None:
+                    version = self._detect_version(client, hvac)
+                if version == 2:
+                    return None, source
+            except Exception as exc:
+                hint = ""
+                if version is None and _STATUS.get(type(exc).__name__) == 403:
+                    hint = (
+                        f"; no KV v1 fallback after a 403: if {self.mount_point!r} is a KV v1"
+                        " mount, set kv_version=1"
+                    )
+                raise self._failure(exc, source, hint) from exc
+            else:
+                self._kv_version = 2
+                data = self._field(self._field(body, source), source)
+                # None: the latest version was deleted or destroyed, so no secret is there now.
+                return data, source
+        source = f"{self.mount_point}/{self.path}"
+        try:
+            body = client.adapter.get(f"/v1/{quote(source)}")
+        except not_found as exc:
+            if _no_route(exc):
+                raise self._mount_missing(f"HTTP 404 on {source}") from None
+            return None, source
+        except Exception as exc:
+            raise self._failure(exc, source) from exc
+        return self._field(body, source), source
+
+    def _detect_version(self, client: Any, hvac: Any) -> int:
+        """Ask Vault for the mount's KV version after a 404 on the v2 path, and remember it."""
+        source = f"sys/internal/ui/mounts/{self.mount_point}"
+        try:
+            body = client.adapter.get(f"/v1/{quote(source)}")
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
+            # The data path answered 404, so the token may use the mount: a refusal here means
+            # that no such mount exists.
+            raise self._mount_missing(f"{type(exc).__name__} on {source}") from None
+        except Exception as exc:
+            raise self._failure(exc, source) from exc
+        info = self._field(body, source)
+        if not isinstance(info, Mapping):
+            raise ProviderError(
+                f"vault: unexpected response for {source}: 'data' is a {type(info).__name__}",
+                provider=self.name,
+            )
+        options = info.get("options")
+        version = str(options.get("version")) if isinstance(options, Mapping) else "1"
+        self._kv_version = 2 if info.get("type") == "kv" and version == "2" else 1
+        return self._kv_version
+
+    def _field(self, body: Any, source: str) -> Any:
+        if not isinstance(body, Mapping) or "data" not in body:
+            raise ProviderError(
+                f"vault: unexpected response for {source}: {type(body).__name__} without 'data'",
+                provider=self.name,
+            )
+        return body["data"]
+
+    def _mount_missing(self, cause: str) -> ProviderError:
+        self._kv_version = self._explicit_kv_version
+        return ProviderError(
+            f"vault: no mount {self.mount_point!r} on {_display_url(self.url or '')} "
+            f"(or the token may not see it): {cause}",
+            provider=self.name,
+        )
+
+    def _failure(self, exc: Exception, source: str, hint: str = "") -> ProviderError:
+        name = type(exc).__name__
+        status = _STATUS.get(name)
+        cause = f"{name} (HTTP {status})" if status is not None else name
+        if "SSL" in name:
+            hint = f"{hint}; TLS verification failed: set VAULT_CACERT to the server's CA"
+        return ProviderError(
+            f"vault: reading {source} from {_display_url(self.url or '')} failed: {cause}{hint}",
+            provider=self.name,
+        )
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the hvac client's HTTP session. Safe to call more than once.
+
+        A later lookup opens a new client.
+        """
+        self.invalidate()
+        if self._client is not None:
+            await anyio.to_thread.run_sync(self._close_blocking, limiter=_limiter_for_loop())
+
+    def _close_blocking(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.adapter.close()
