@@ -100,6 +100,7 @@ class BaoServer:
         ca_path: The CA file of a ``-dev-tls`` server, else None.
         home: The HOME of the server and of `cli` calls (a temporary directory).
         log_path: The server's combined stdout and stderr.
+        audit_path: The file audit log declared at start (see `audit_mark`), or None.
     """
 
     url: str
@@ -109,6 +110,7 @@ class BaoServer:
     log_path: Path
     process: subprocess.Popen[bytes]
     binary: str
+    audit_path: Path | None = None
     _ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
 
     def env(self, token: str | None = None) -> dict[str, str]:
@@ -125,14 +127,26 @@ class BaoServer:
         return env
 
     def cli(
-        self, *args: str, token: str | None = None, input: str | None = None, check: bool = True
+        self,
+        *args: str,
+        token: str | None = None,
+        input: str | None = None,
+        check: bool = True,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``bao <args>`` against this server and return the completed process.
+
+        Args:
+            args: The command line after ``bao``.
+            token: The token to use instead of the root token.
+            input: Text for the command's stdin.
+            check: Raise when the command fails.
+            extra_env: More variables (``BAO_NAMESPACE``, ...).
 
         Raises:
             AssertionError: ``check`` is set and the command failed (with its output).
         """
-        env = {**_clean_environ(), **self.env(token)}
+        env = {**_clean_environ(), **self.env(token), **(extra_env or {})}
         done = subprocess.run(
             [self.binary, *args],
             env=env,
@@ -191,48 +205,48 @@ class BaoServer:
                 self.process.kill()
                 self.process.wait(timeout=timeout)
 
-    def audit(self, directory: Path) -> AuditLog:
-        """Enable a file audit device writing under ``directory``; disable it with `AuditLog.close`."""
-        name = f"count-{secrets.token_hex(4)}"
-        log = AuditLog(self, name, directory / f"{name}.log")
-        self.request(
-            "PUT",
-            f"sys/audit/{name}",
-            {"type": "file", "options": {"file_path": str(log.path)}},
-        )
-        return log
+    def audit_mark(self) -> AuditLog:
+        """Start counting: an `AuditLog` that sees only the requests answered from now on.
+
+        Raises:
+            BaoStartError: The server was started without an audit device.
+        """
+        if self.audit_path is None:
+            raise BaoStartError("this server has no audit device: run_bao(audit=True)")
+        try:
+            offset = self.audit_path.stat().st_size
+        except FileNotFoundError:
+            offset = 0
+        return AuditLog(self.audit_path, offset)
 
 
 @dataclass
 class AuditLog:
-    """A file audit device: counts the requests the server really answered, per path."""
+    """The server's file audit log from one point on: the requests it really answered.
 
-    server: BaoServer
-    name: str
+    OpenBao refuses to enable audit devices through its API, so `run_bao` declares one in a
+    configuration file; this reads what it appended after `BaoServer.audit_mark`.
+    """
+
     path: Path
+    offset: int
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every audit entry written so far."""
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
+        """Every audit entry written since the mark."""
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode()
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def responses(self, path: str | None = None) -> list[str]:
-        """The request paths of the ``response`` entries (only ``path`` when given)."""
+        """The request paths of the ``response`` entries since the mark (only ``path`` if given)."""
         found = [
             entry["request"]["path"] for entry in self.entries() if entry.get("type") == "response"
         ]
         return [p for p in found if path is None or p == path]
 
-    def close(self) -> None:
-        """Disable the audit device."""
-        with contextlib.suppress(OSError):
-            self.server.request("DELETE", f"sys/audit/{self.name}")
 
-
-def _start(binary: str, workdir: Path, *, tls: bool, token: str) -> BaoServer:
+def _start(binary: str, workdir: Path, *, tls: bool, token: str, audit: bool) -> BaoServer:
     port = free_port(pair=True)  # the dev server's cluster listener takes port + 1
     home = workdir / "home"
     home.mkdir(exist_ok=True)
@@ -245,6 +259,13 @@ def _start(binary: str, workdir: Path, *, tls: bool, token: str) -> BaoServer:
         f"-dev-root-token-id={token}",
         f"-dev-listen-address=127.0.0.1:{port}",
     ]
+    audit_path: Path | None = None
+    if audit:
+        audit_path = workdir / f"audit-{port}.log"
+        config = workdir / f"audit-{port}.json"
+        device = {"description": "request counting", "options": {"file_path": str(audit_path)}}
+        config.write_text(json.dumps({"audit": [{"file": {"count": device}}]}))
+        args.append(f"-config={config}")
     ca_path: Path | None = None
     context: ssl.SSLContext | None = None
     if tls:
@@ -269,6 +290,7 @@ def _start(binary: str, workdir: Path, *, tls: bool, token: str) -> BaoServer:
         log_path=log_path,
         process=process,
         binary=binary,
+        audit_path=audit_path,
     )
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -290,7 +312,9 @@ def _start(binary: str, workdir: Path, *, tls: bool, token: str) -> BaoServer:
 
 
 @contextlib.contextmanager
-def run_bao(tls: bool = False, *, kv1_mount: str | None = KV1_MOUNT) -> Iterator[BaoServer]:
+def run_bao(
+    tls: bool = False, *, kv1_mount: str | None = KV1_MOUNT, audit: bool = True
+) -> Iterator[BaoServer]:
     """Start an OpenBao dev server on a free loopback port; stop it on exit.
 
     The server keeps KV v2 at ``secret/`` and gets a KV v1 mount at ``kv1_mount``.
@@ -298,6 +322,8 @@ def run_bao(tls: bool = False, *, kv1_mount: str | None = KV1_MOUNT) -> Iterator
     Args:
         tls: Serve HTTPS with a generated CA (``-dev-tls``); `BaoServer.ca_path` is its CA.
         kv1_mount: Where to enable a KV v1 engine, or None for none.
+        audit: Declare a file audit device, so that tests can count the requests the
+            server answered (`BaoServer.audit_mark`).
 
     Raises:
         BaoStartError: The server could not start; the message holds its log tail.
@@ -310,7 +336,7 @@ def run_bao(tls: bool = False, *, kv1_mount: str | None = KV1_MOUNT) -> Iterator
         last: BaoStartError | None = None
         for _ in range(3):  # a port taken between the probe and the bind: try another
             try:
-                server = _start(binary, workdir, tls=tls, token=token)
+                server = _start(binary, workdir, tls=tls, token=token, audit=audit)
                 break
             except BaoStartError as exc:
                 last = exc
