@@ -1,0 +1,177 @@
+"""FastAPI integration: secrets as dependencies, and a lifespan that owns the manager.
+
+``Depends(secret("HF_TOKEN"))`` injects a value or answers 503 with a JSON error (never a
+value); `secrets_lifespan` creates the manager at startup and closes it at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal, overload
+
+from . import ManagerFactory, missing_extra, start_manager, stop_manager
+
+try:
+    from fastapi import HTTPException
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection
+except ImportError as exc:  # pragma: no cover - exercised without the extra installed
+    raise missing_extra("FastAPI", "fastapi") from exc
+
+from ..errors import SecretsError
+from ..keys import normalize_key
+from ..manager import SecretsManager, get_secrets_manager
+
+__all__ = ["get_manager", "secret", "secrets_lifespan"]
+
+logger = logging.getLogger("simpletuner_secrets")
+
+#: The ``app.state`` attribute that holds the app's manager.
+STATE_ATTRIBUTE = "secrets_manager"
+
+_StatelessLifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+_StatefulLifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any]]]
+
+
+def get_manager(connection: HTTPConnection) -> SecretsManager:
+    """Return the manager serving ``connection``: the app's (see `secrets_lifespan`), else
+    the process-wide one.
+
+    Usable as a dependency itself: ``Depends(get_manager)``.
+
+    Args:
+        connection: The request or websocket.
+
+    Returns:
+        ``app.state.secrets_manager`` when set, else `get_secrets_manager()`.
+    """
+    manager = getattr(connection.app.state, STATE_ATTRIBUTE, None)
+    if isinstance(manager, SecretsManager):
+        return manager
+    return get_secrets_manager()
+
+
+@overload
+def secret(
+    key: str, *, required: Literal[True] = ..., manager: SecretsManager | None = ...
+) -> Callable[[HTTPConnection], Awaitable[str]]: ...
+
+
+@overload
+def secret(
+    key: str, *, required: Literal[False], manager: SecretsManager | None = ...
+) -> Callable[[HTTPConnection], Awaitable[str | None]]: ...
+
+
+@overload
+def secret(
+    key: str, *, required: bool, manager: SecretsManager | None = ...
+) -> Callable[[HTTPConnection], Awaitable[str | None]]: ...
+
+
+def secret(
+    key: str, *, required: bool = True, manager: SecretsManager | None = None
+) -> Callable[[HTTPConnection], Awaitable[str | None]]:
+    """Build a dependency that injects the value of ``key``.
+
+    Use it as ``token: str = Depends(secret("HF_TOKEN"))`` or
+    ``Annotated[str, Depends(secret("HF_TOKEN"))]``.
+
+    Args:
+        key: Any spelling of the key (normalized once, here).
+        required: When True, an absent secret answers HTTP 503
+            ``{"detail": "secret HF_TOKEN is not configured"}``; when False it injects None.
+        manager: The manager to read from; by default the app's (`secrets_lifespan`), else
+            the process-wide one.
+
+    Returns:
+        An async dependency callable.
+
+    Raises:
+        ValueError: The key is empty or invalid.
+    """
+    nkey = normalize_key(key)
+    fixed = manager
+
+    async def dependency(connection: HTTPConnection) -> str | None:
+        source = fixed if fixed is not None else get_manager(connection)
+        try:
+            value = await source.get(nkey)
+        except SecretsError as exc:
+            # A failing provider (on_provider_error="raise") or a closed manager: say which
+            # secret is unavailable, never the error's text, to the client.
+            logger.warning("secret %s unavailable for a request: %s", nkey, type(exc).__name__)
+            raise HTTPException(status_code=503, detail=f"secret {nkey} is unavailable") from None
+        if value is None and required:
+            raise HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
+        return value
+
+    dependency.__name__ = dependency.__qualname__ = f"secret_{nkey.lower()}"
+    return dependency
+
+
+@overload
+def secrets_lifespan(
+    manager_factory: ManagerFactory | None = ...,
+    *,
+    lifespan: _StatelessLifespan | None = ...,
+    close: bool | None = ...,
+) -> _StatelessLifespan: ...
+
+
+@overload
+def secrets_lifespan(
+    manager_factory: ManagerFactory | None = ...,
+    *,
+    lifespan: _StatefulLifespan,
+    close: bool | None = ...,
+) -> _StatefulLifespan: ...
+
+
+def secrets_lifespan(
+    manager_factory: ManagerFactory | None = None,
+    *,
+    lifespan: Callable[[Any], AbstractAsyncContextManager[Any]] | None = None,
+    close: bool | None = None,
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """Build a lifespan that sets up the app's manager: ``FastAPI(lifespan=secrets_lifespan())``.
+
+    At startup the manager is stored on ``app.state.secrets_manager`` and installed as the
+    process-wide manager (`set_secrets_manager`); at shutdown the previous process-wide
+    manager is put back and the manager is closed (`SecretsManager.aclose`).
+
+    Args:
+        manager_factory: Builds the manager (a callable returning it, or an awaitable of it).
+            None: the installed process-wide manager when there is an open one (so a test
+            that installed its own, as the pytest plugin does, reaches the app), else a new
+            `SecretsManager()`.
+        lifespan: Your own lifespan, run inside this one (secrets are ready when it starts
+            and still open while it stops); the state it yields is passed on.
+        close: Close the manager at shutdown. None: only when this lifespan created it.
+
+    Returns:
+        A lifespan callable taking the app.
+    """
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[Any]:
+        manager, created, previous, installed = await start_manager(None, manager_factory)
+        had_state = hasattr(app.state, STATE_ATTRIBUTE)
+        old_state = getattr(app.state, STATE_ATTRIBUTE, None)
+        setattr(app.state, STATE_ATTRIBUTE, manager)
+        try:
+            if lifespan is None:
+                yield None
+            else:
+                async with lifespan(app) as state:
+                    yield state
+        finally:
+            if had_state:
+                setattr(app.state, STATE_ATTRIBUTE, old_state)
+            else:
+                delattr(app.state, STATE_ATTRIBUTE)
+            await stop_manager(manager, previous, installed, created if close is None else close)
+
+    return run
