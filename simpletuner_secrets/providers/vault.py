@@ -299,8 +299,11 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         missing = self.missing_settings()
         if missing:
             raise ConfigurationError(f"vault: missing settings: {', '.join(missing)}")
+        # abandon_on_cancel: a caller's timeout (the manager's provider_timeout) ends the wait
+        # at once; the thread finishes on its own, within `timeout`, holding a slot of this
+        # module's limiter rather than of anyio's default pool.
         data, source = await anyio.to_thread.run_sync(
-            self._load_blocking, limiter=_limiter_for_loop()
+            self._load_blocking, abandon_on_cancel=True, limiter=_limiter_for_loop()
         )
         if data is None:
             with self._warn_lock:

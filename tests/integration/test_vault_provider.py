@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 from simpletuner_secrets import ProviderError, SecretsManager
@@ -261,6 +263,34 @@ async def test_closed_port_raises_network_error(home: Path) -> None:
     assert token not in str(info.value)
     assert vault.kv_version is None
     await vault.aclose()
+
+
+async def test_hung_server_is_bounded_by_the_callers_timeout(home: Path) -> None:
+    """A server that never answers: a caller's timeout ends the wait at once; hvac's own
+    timeout becomes a ProviderError; the manager's provider_timeout holds."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # connections complete in the kernel; nothing ever answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        vault = HashiCorpVaultProvider(url, "t", environ={"HOME": str(home)}, timeout=1.0)
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(vault.load_document(), 0.2)
+        assert time.perf_counter() - start < 0.6
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError), anyio.fail_after(0.2):  # an anyio cancel scope too
+            await vault.load_document()
+        assert time.perf_counter() - start < 0.6
+
+        manager = SecretsManager(providers=[vault], provider_timeout=0.2, on_provider_error="raise")
+        start = time.perf_counter()
+        with pytest.raises(ProviderError, match="no answer within"):
+            await manager.get("HF_TOKEN")
+        assert time.perf_counter() - start < 0.6
+
+        with pytest.raises(ProviderError, match="Timeout"):
+            await vault.load_document()
+        await manager.aclose()
 
 
 async def test_server_gone_after_a_good_load(bao_fresh: BaoServer, home: Path) -> None:
