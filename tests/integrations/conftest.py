@@ -1,0 +1,53 @@
+"""Fixtures for the framework integration tests: a clean process-wide manager, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simpletuner_secrets import SecretsManager, set_secrets_manager
+from simpletuner_secrets.integrations import installed_manager, uninstall
+
+#: Variables that would point a default manager at a real back-end or a real secret.
+FOREIGN = ("VAULT_", "AWS_", "SIMPLETUNER_", "BAO_")
+KNOWN = ("HF_TOKEN", "REPLICATE_API_TOKEN", "CLOUD_WEBHOOK_SECRET")
+
+
+@pytest.fixture
+def no_installed_manager() -> Iterator[None]:
+    """No process-wide manager during the test; whatever was installed is put back after."""
+    previous = installed_manager()
+    if previous is not None:
+        uninstall(previous, None)
+    try:
+        yield
+    finally:
+        leftover = installed_manager()
+        if leftover is not None and leftover is not previous:
+            SecretsManager.reset()
+        if previous is not None:
+            set_secrets_manager(previous)
+
+
+@pytest.fixture
+def clean_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME of the test's own and an environment free of back-end settings and secrets."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith(FOREIGN) or name in KNOWN:
+            monkeypatch.delenv(name)
+    return home
+
+
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a free 127.0.0.1 port (handed to the server: no port race)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
