@@ -44,5 +44,5 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the alternatives, printed as ratios."""
     session.install("-e", ".[all,test]")
-    for script in ("bench_cache.py", "bench_manager.py"):
+    for script in ("bench_cache.py", "bench_manager.py", "bench_providers.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)
