@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal, overload
 
 from . import missing_extra, start_manager, stop_manager
 
@@ -63,6 +64,24 @@ def get_manager(request: web.Request) -> SecretsManager:
     process-wide one."""
     manager = request.config_dict.get(SECRETS_MANAGER_KEY)
     return manager if manager is not None else get_secrets_manager()
+
+
+@overload
+async def get_secret(
+    request: web.Request, key: str, default: str | None = ..., *, required: Literal[True]
+) -> str: ...
+
+
+@overload
+async def get_secret(
+    request: web.Request, key: str, default: str, *, required: bool = ...
+) -> str: ...
+
+
+@overload
+async def get_secret(
+    request: web.Request, key: str, default: str | None = ..., *, required: bool = ...
+) -> str | None: ...
 
 
 async def get_secret(
