@@ -43,6 +43,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the alternatives, printed as ratios."""
-    session.install("-e", ".[all,test]")
+    session.install("-e", ".[all,test]", "matplotlib")
     for script in ("bench_cache.py", "bench_manager.py", "bench_providers.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)
+    session.run("python", "benchmarks/chart.py")

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Every table printed in this run: title -> {contender: median}.
+RECORDED: dict[str, dict[str, float]] = {}
 
 
 @dataclass
@@ -83,6 +89,7 @@ def timed(loop_body: Callable[[int], None]) -> Callable[[int], float]:
 
 
 def print_table(title: str, results: Results, baseline: str | None = None) -> None:
+    RECORDED[title] = {name: results.median(name) for name in results.samples}
     print(f"\n### {title}\n")
     header = f"| contender | median {results.unit} |"
     if baseline:
@@ -109,3 +116,16 @@ def check(targets: list[tuple[Target, float]]) -> bool:
         status = "met" if good else "MISSED"
         print(f"| {target.label} | {ratio:.2f}x | <= {target.bound}x | {status} |")
     return ok
+
+
+def save(script: str, targets: list[tuple[Target, float]]) -> Path:
+    """Write this run's tables and targets to ``benchmarks/results/<script>.json``."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{script}.json"
+    payload = {
+        "machine": machine(),
+        "tables": RECORDED,
+        "targets": {t.label: {"measured": ratio, "bound": t.bound} for t, ratio in targets},
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiocache
 import cachetools
-from _harness import Target, check, machine, parse_args, print_table, round_robin, timed
+from _harness import Target, check, machine, parse_args, print_table, round_robin, save, timed
 from async_lru import alru_cache
 
 from simpletuner_secrets.cache import TTLCache
@@ -240,15 +240,16 @@ def main() -> int:
     set_ratio = bench_set_evicting(args.rounds)
     mem_ratio = bench_memory(args.rounds)
     stampede, _ = bench_stampede(args.rounds)
-    ok = check(
-        [
-            (Target("get hit vs cachetools [k]", 0.55), get_ratio),
-            (Target("async hit vs async_lru", 0.35), async_ratio),
-            (Target("evicting set vs cachetools", 0.35), set_ratio),
-            (Target("memory/entry vs cachetools", 0.85), mem_ratio),
-            (Target("1,000 misses, wall vs 50 ms", 1.25), stampede),
-        ]
-    )
+    targets: list[tuple[Target, float]] = [
+        (Target("get hit vs cachetools [k]", 0.55), get_ratio),
+        (Target("async hit vs async_lru", 0.35), async_ratio),
+        (Target("evicting set vs cachetools", 0.35), set_ratio),
+        (Target("memory/entry vs cachetools", 0.85), mem_ratio),
+        (Target("1,000 misses, wall vs 50 ms", 1.25), stampede),
+    ]
+    ok = check(targets)
+    if not args.quick:
+        print(f"\nresults saved to {save('bench_cache', targets)}")
     return 0 if ok or not args.check else 1
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Target, check, machine, parse_args, print_table, round_robin, timed
+from _harness import Target, check, machine, parse_args, print_table, round_robin, save, timed
 from async_lru import alru_cache
 
 from simpletuner_secrets import EnvironmentSecretProvider, SecretsManager
@@ -154,13 +154,14 @@ def main() -> int:
     print(f"# bench_manager ({machine()}, {args.rounds} rounds, medians)")
     warm_async, warm_sync = bench_warm(args.rounds)
     cold = bench_cold(args.rounds)
-    ok = check(
-        [
-            (Target("warm await m.get vs async_lru hit", 1.25), warm_async),
-            (Target("warm m.sync.get vs async_lru hit", 1.1), warm_sync),
-            (Target("cold get, 3 x 100 ms providers, vs 100 ms", 1.1), cold),
-        ]
-    )
+    targets: list[tuple[Target, float]] = [
+        (Target("warm await m.get vs async_lru hit", 1.25), warm_async),
+        (Target("warm m.sync.get vs async_lru hit", 1.1), warm_sync),
+        (Target("cold get, 3 x 100 ms providers, vs 100 ms", 1.1), cold),
+    ]
+    ok = check(targets)
+    if not args.quick:
+        print(f"\nresults saved to {save('bench_manager', targets)}")
     return 0 if ok or not args.check else 1
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from _harness import Target, check, machine, parse_args, print_table, round_robin
+from _harness import Target, check, machine, parse_args, print_table, round_robin, save
 
 from simpletuner_secrets import EnvironmentSecretProvider, FileSecretProvider, SecretProvider
 
@@ -235,6 +235,8 @@ def main() -> int:
         targets.append((Target(f"{name}: 200 cold gets vs one get, new provider", 1.5), fresh))
         targets.append((Target(f"{name}: 200 cold gets vs one request, warm client", 1.5), warm))
     ok = check(targets)
+    if not args.quick:
+        print(f"\nresults saved to {save('bench_providers', targets)}")
     return 0 if ok or not args.check else 1
 
 
