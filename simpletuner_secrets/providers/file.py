@@ -414,6 +414,13 @@ class FileSecretProvider(DocumentSecretProvider):
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
         except ProviderError as exc:
             raise SecretFileError(str(exc), path=path) from None
+        except (ValueError, RecursionError):
+            # A YAML 0x/0o/0b integer too long to print as decimal text (Python's 4300-digit
+            # limit), say. Raised outside the handler: nothing chained carries the document.
+            pass
+        raise SecretFileError(
+            f"secrets file {path} holds a value that cannot be read as text", path=path
+        )
 
     # -- writes ------------------------------------------------------------------------
 
@@ -434,6 +441,10 @@ class FileSecretProvider(DocumentSecretProvider):
             raise TypeError(f"the value for {nkey} must be a str, not {type(value).__name__}")
         if not value:
             raise ValueError(f"the value for {nkey} is empty; an empty secret cannot be stored")
+        if not _encodable(value):
+            raise ValueError(
+                f"the value for {nkey} is not valid Unicode text (it holds a lone surrogate)"
+            )
         _, write_limiter = _limiters_for_loop()
         await anyio.to_thread.run_sync(self._update, nkey, value, limiter=write_limiter)
 
@@ -633,11 +644,31 @@ def _native_mapping(path: Path, data: Any) -> dict[str, Any]:
     return data
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
-    if _is_yaml(path):
-        text = yaml.safe_dump(
-            dict(data), default_flow_style=False, sort_keys=True, allow_unicode=True
-        )
-    else:
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return text.encode("utf-8")
+    """The file's new bytes; `SecretFileError` when a value it holds cannot be written out.
+
+    The encoder's own errors are not chained: a `UnicodeEncodeError` keeps the whole text it
+    failed on (every secret of the file) in its ``object`` attribute.
+    """
+    try:
+        if _is_yaml(path):
+            text = yaml.safe_dump(
+                dict(data), default_flow_style=False, sort_keys=True, allow_unicode=True
+            )
+        else:
+            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return text.encode("utf-8")
+    except (ValueError, RecursionError):
+        pass  # a lone surrogate read from a \ud800 escape, an integer too long to print
+    raise SecretFileError(
+        f"secrets file {path} cannot be written: it holds a value that is not encodable text",
+        path=path,
+    )
