@@ -6,13 +6,14 @@ Contenders are measured in turn within one process so that machine noise hits th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,27 @@ def timed(loop_body: Callable[[int], None]) -> Callable[[int], float]:
         return time.perf_counter() - start
 
     return run
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, body: Callable[[int], Awaitable[None]]
+) -> Callable[[int], float]:
+    """Like `timed`, for a coroutine function run to completion on ``loop``."""
+
+    def run(ops: int) -> float:
+        start = time.perf_counter()
+        loop.run_until_complete(body(ops))
+        return time.perf_counter() - start
+
+    return run
+
+
+def finish(script: str, args: argparse.Namespace, targets: list[tuple[Target, float]]) -> int:
+    """Print the targets table, save the results of a full run, return the exit code."""
+    ok = check(targets)
+    if not args.quick:
+        print(f"\nresults saved to {save(script, targets)}")
+    return 0 if ok or not args.check else 1
 
 
 def print_table(title: str, results: Results, baseline: str | None = None) -> None:

@@ -19,7 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiocache
 import cachetools
-from _harness import Target, check, machine, parse_args, print_table, round_robin, save, timed
+from _harness import (
+    Target,
+    finish,
+    machine,
+    on_loop,
+    parse_args,
+    print_table,
+    round_robin,
+    timed,
+)
 from async_lru import alru_cache
 
 from simpletuner_secrets.cache import TTLCache
@@ -103,19 +112,11 @@ def bench_async_hit(rounds: int) -> float:
             for k in keys:
                 await simple.get(k)
 
-    def on_loop(body: Callable[[int], Any]) -> Callable[[int], float]:
-        def run(ops: int) -> float:
-            start = time.perf_counter()
-            loop.run_until_complete(body(ops))
-            return time.perf_counter() - start
-
-        return run
-
     results = round_robin(
         {
-            "await get_or_set_async (ours)": on_loop(run_ours),
-            "async_lru hit": on_loop(run_alru),
-            "aiocache SimpleMemoryCache.get": on_loop(run_aiocache),
+            "await get_or_set_async (ours)": on_loop(loop, run_ours),
+            "async_lru hit": on_loop(loop, run_alru),
+            "aiocache SimpleMemoryCache.get": on_loop(loop, run_aiocache),
         },
         rounds,
         OPS // 4,
@@ -247,10 +248,7 @@ def main() -> int:
         (Target("memory/entry vs cachetools", 0.85), mem_ratio),
         (Target("1,000 misses, wall vs 50 ms", 1.25), stampede),
     ]
-    ok = check(targets)
-    if not args.quick:
-        print(f"\nresults saved to {save('bench_cache', targets)}")
-    return 0 if ok or not args.check else 1
+    return finish("bench_cache", args, targets)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Target, check, machine, parse_args, print_table, round_robin, save, timed
+from _harness import (
+    Target,
+    finish,
+    machine,
+    on_loop,
+    parse_args,
+    print_table,
+    round_robin,
+    timed,
+)
 from async_lru import alru_cache
 
 from simpletuner_secrets import EnvironmentSecretProvider, SecretsManager
@@ -99,18 +108,10 @@ def bench_warm(rounds: int) -> tuple[float, float]:
             for k in KEYS:
                 get(k)
 
-    def on_loop(body: Callable[[int], Any]) -> Callable[[int], float]:
-        def run(ops: int) -> float:
-            start = time.perf_counter()
-            loop.run_until_complete(body(ops))
-            return time.perf_counter() - start
-
-        return run
-
     contenders: dict[str, Callable[[int], float]] = {
-        "await m.get (ours)": on_loop(run_ours),
+        "await m.get (ours)": on_loop(loop, run_ours),
         "m.sync.get (ours)": timed(run_sync),
-        "async_lru hit": on_loop(run_alru),
+        "async_lru hit": on_loop(loop, run_alru),
     }
     aws = _aws_cache_hit()
     if aws is not None:
@@ -159,10 +160,7 @@ def main() -> int:
         (Target("warm m.sync.get vs async_lru hit", 1.1), warm_sync),
         (Target("cold get, 3 x 100 ms providers, vs 100 ms", 1.1), cold),
     ]
-    ok = check(targets)
-    if not args.quick:
-        print(f"\nresults saved to {save('bench_manager', targets)}")
-    return 0 if ok or not args.check else 1
+    return finish("bench_manager", args, targets)
 
 
 if __name__ == "__main__":

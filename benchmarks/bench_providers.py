@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from _harness import Target, check, machine, parse_args, print_table, round_robin, save
+from _harness import Target, finish, machine, on_loop, parse_args, print_table, round_robin
 
 from simpletuner_secrets import EnvironmentSecretProvider, FileSecretProvider, SecretProvider
 
@@ -53,12 +53,7 @@ def bench_file_vs_env(rounds: int) -> float:
                         for k in KEYS:
                             await get(k)
 
-                def run(ops: int) -> float:
-                    start = time.perf_counter()
-                    loop.run_until_complete(body(ops))
-                    return time.perf_counter() - start
-
-                return run
+                return on_loop(loop, body)
 
             results = round_robin(
                 {
@@ -234,10 +229,7 @@ def main() -> int:
         targets.append((Target(f"{name}: back-end requests for 200 cold gets", 1), requests))
         targets.append((Target(f"{name}: 200 cold gets vs one get, new provider", 1.5), fresh))
         targets.append((Target(f"{name}: 200 cold gets vs one request, warm client", 1.5), warm))
-    ok = check(targets)
-    if not args.quick:
-        print(f"\nresults saved to {save('bench_providers', targets)}")
-    return 0 if ok or not args.check else 1
+    return finish("bench_providers", args, targets)
 
 
 if __name__ == "__main__":
