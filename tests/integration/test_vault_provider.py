@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ import pytest
 
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.heartbeat import max_gap_during
 from tests.servers.bao import BaoServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -57,29 +57,6 @@ def kv2_path(bao: BaoServer) -> str:
     path = unique("kv2")
     bao.cli("kv", "put", f"secret/{path}", "REPLICATE_API_TOKEN=r8_cli_value", "HF_TOKEN=hf_cli")
     return path
-
-
-async def max_gap_during(awaitable: Awaitable[T]) -> tuple[float, T]:
-    """Run ``awaitable`` while a task ticks every 5 ms; return the longest tick gap seen."""
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def tick() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.02)
-    try:
-        result = await awaitable
-    finally:
-        done.set()
-        await ticker
-    return max(gaps), result
 
 
 # -- reading -----------------------------------------------------------------------------
