@@ -116,6 +116,22 @@ _TextLoader.yaml_implicit_resolvers = {
 }
 
 
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, except that a string holding NEL (U+0085) is always double-quoted.
+
+    With ``allow_unicode`` PyYAML writes NEL raw inside a single-quoted or plain scalar, where
+    YAML reads it as a line break and folds it to a space: the value would change on disk.
+    Double quotes escape it as ``\\N``.
+    """
+
+    def analyze_scalar(self, scalar: str) -> Any:
+        analysis = super().analyze_scalar(scalar)
+        if "\x85" in scalar:
+            analysis.allow_flow_plain = analysis.allow_block_plain = False
+            analysis.allow_single_quoted = analysis.allow_block = False
+        return analysis
+
+
 def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
@@ -660,8 +676,12 @@ def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
     """
     try:
         if _is_yaml(path):
-            text = yaml.safe_dump(
-                dict(data), default_flow_style=False, sort_keys=True, allow_unicode=True
+            text = yaml.dump(
+                dict(data),
+                Dumper=_Dumper,
+                default_flow_style=False,
+                sort_keys=True,
+                allow_unicode=True,
             )
         else:
             text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
