@@ -44,6 +44,11 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the alternatives, printed as ratios."""
     session.install("-e", ".[all,test]", "matplotlib")
-    for script in ("bench_cache.py", "bench_manager.py", "bench_providers.py"):
+    for script in (
+        "bench_cache.py",
+        "bench_manager.py",
+        "bench_providers.py",
+        "bench_service.py",
+    ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
     session.run("python", "benchmarks/chart.py")

@@ -24,10 +24,11 @@ RECORDED: dict[str, dict[str, float]] = {}
 
 @dataclass
 class Target:
-    """A ratio bound from an issue: ``ours / anchor <= bound``."""
+    """A ratio bound from an issue: ``ours / anchor <= bound`` (``>=`` with ``at_least``)."""
 
     label: str
     bound: float
+    at_least: bool = False
 
 
 @dataclass
@@ -133,10 +134,11 @@ def check(targets: list[tuple[Target, float]]) -> bool:
     print("|---|---|---|---|")
     ok = True
     for target, ratio in targets:
-        good = ratio <= target.bound
+        good = ratio >= target.bound if target.at_least else ratio <= target.bound
         ok &= good
         status = "met" if good else "MISSED"
-        print(f"| {target.label} | {ratio:.2f}x | <= {target.bound}x | {status} |")
+        sign = ">=" if target.at_least else "<="
+        print(f"| {target.label} | {ratio:.2f}x | {sign} {target.bound}x | {status} |")
     return ok
 
 

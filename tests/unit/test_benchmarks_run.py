@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_cache.py", "bench_manager.py", "bench_providers.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_cache.py", "bench_manager.py", "bench_providers.py", "bench_service.py"]
+)
 def test_benchmark_script_runs_quickly_to_the_end(script: str) -> None:
     """Each benchmark runs with --quick, exits 0 and prints its targets table."""
     proc = subprocess.run(
