@@ -1,0 +1,1 @@
+"""Fault injection against the real back-ends: a TCP fault proxy, then Vault, AWS and file faults."""
