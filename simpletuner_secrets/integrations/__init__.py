@@ -1,7 +1,8 @@
 """Framework integrations: FastAPI, aiohttp and pydantic-settings, one optional module each.
 
 Import the one you use (``simpletuner_secrets.integrations.fastapi``, ``.aiohttp``,
-``.pydantic``); each needs its extra, and nothing here imports a framework.
+``.pydantic``); each needs its extra, and nothing here imports a framework. The helpers below
+are shared by those modules and the pytest plugin; they are not part of the public API.
 """
 
 from __future__ import annotations
