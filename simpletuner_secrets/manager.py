@@ -712,3 +712,17 @@ def set_secrets_manager(manager: SecretsManager) -> None:
     global _instance
     with _instance_lock:
         _instance = manager
+
+
+def installed_manager() -> SecretsManager | None:
+    """The process-wide manager when one is installed, without creating one (for the
+    integrations and the pytest plugin)."""
+    return _instance
+
+
+def replace_installed(expected: SecretsManager, replacement: SecretsManager | None) -> None:
+    """Install ``replacement`` (None: nothing) if ``expected`` is still the installed manager."""
+    global _instance
+    with _instance_lock:
+        if _instance is expected:
+            _instance = replacement

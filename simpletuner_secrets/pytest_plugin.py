@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .integrations import installed_manager, uninstall
+from .integrations import uninstall
 from .keys import normalize_key
-from .manager import SecretsManager, set_secrets_manager
+from .manager import SecretsManager, installed_manager, set_secrets_manager
 from .providers.file import FileSecretProvider
 from .testing import InMemorySecretProvider
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 
-from .. import manager as _manager_module
-from ..manager import SecretsManager, set_secrets_manager
+from ..manager import (
+    SecretsManager,
+    installed_manager,
+    replace_installed,
+    set_secrets_manager,
+)
 
 __all__: list[str] = []
+
 
 #: Builds an app's manager at startup; may return the manager or an awaitable of it.
 ManagerFactory = Callable[[], "SecretsManager | Awaitable[SecretsManager]"]
@@ -27,16 +32,9 @@ def missing_extra(framework: str, extra: str) -> ImportError:
     )
 
 
-def installed_manager() -> SecretsManager | None:
-    """The process-wide manager when one is installed, without creating one."""
-    return _manager_module._instance
-
-
 def uninstall(manager: SecretsManager, previous: SecretsManager | None) -> None:
     """Put ``previous`` back as the process-wide manager, if ``manager`` is still the one."""
-    with _manager_module._instance_lock:
-        if _manager_module._instance is manager:
-            _manager_module._instance = previous
+    replace_installed(manager, previous)
 
 
 async def start_manager(

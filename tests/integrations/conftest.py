@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from simpletuner_secrets import SecretsManager, set_secrets_manager
-from simpletuner_secrets.integrations import installed_manager, uninstall
+from simpletuner_secrets.integrations import uninstall
+from simpletuner_secrets.manager import installed_manager
 
 #: Variables that would point a default manager at a real back-end or a real secret.
 FOREIGN = ("VAULT_", "AWS_", "SIMPLETUNER_", "BAO_")

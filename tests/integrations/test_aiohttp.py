@@ -11,13 +11,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from simpletuner_secrets import SecretsManager, get_secrets_manager, set_secrets_manager
-from simpletuner_secrets.integrations import installed_manager
 from simpletuner_secrets.integrations.aiohttp import (
     SECRETS_MANAGER_KEY,
     get_manager,
     get_secret,
     setup,
 )
+from simpletuner_secrets.manager import installed_manager
 from simpletuner_secrets.pytest_plugin import SecretOverrides
 from simpletuner_secrets.testing import InMemorySecretProvider
 

@@ -18,8 +18,8 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 
 from simpletuner_secrets import SecretsManager, get_secrets_manager, set_secrets_manager
-from simpletuner_secrets.integrations import installed_manager
 from simpletuner_secrets.integrations.fastapi import get_manager, secret, secrets_lifespan
+from simpletuner_secrets.manager import installed_manager
 from simpletuner_secrets.pytest_plugin import FixtureSecretProvider, SecretOverrides
 from simpletuner_secrets.testing import InMemorySecretProvider
 
