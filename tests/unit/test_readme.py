@@ -48,15 +48,32 @@ def test_readme_has_the_blocks_these_tests_expect() -> None:
 def test_python_block_runs(index: int, tmp_path: Path) -> None:
     """A Python example runs to the end as a script, and prints no secret it set."""
     code = blocks("python")[index]
+    command = [sys.executable, "-c", code]
+    if "def test_" in code:
+        # A block of tests for users' suites: run it with pytest, as they would.
+        (tmp_path / "test_block.py").write_text(code)
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=auto",
+            "test_block.py",
+        ]
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        command,
         capture_output=True,
         text=True,
         env=clean_env(tmp_path),
         cwd=tmp_path,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if "def test_" in code:
+        assert " passed" in proc.stdout and "failed" not in proc.stdout
     for secret in ("hf_example_token_value", "r8_example_token_value", "wandb_example_key_value"):
         assert secret not in proc.stdout + proc.stderr
 
