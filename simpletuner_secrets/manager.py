@@ -430,7 +430,8 @@ class SecretsManager:
         if entry is None:
             return (await cache.get_or_set_async(ckey, load)).value
         if now < entry.fresh_until:
-            if now >= entry.refresh_at and not entry.refreshing:
+            # Not while a failed refresh backs off: a dead back-end is not asked on every lookup.
+            if now >= entry.refresh_at and not entry.refreshing and now >= entry.retry_at:
                 entry.refreshing = True
                 self._spawn(self._refresh_ahead(slot, ckey, entry, load))
             return entry.value
@@ -444,10 +445,14 @@ class SecretsManager:
             return entry.value
 
     def _serve_stale(self, slot: _Slot, entry: _Entry, exc: ProviderError) -> None:
+        slot.stats.stale_served += 1
+        self._refresh_failed(slot, entry, exc)
+
+    def _refresh_failed(self, slot: _Slot, entry: _Entry, exc: ProviderError) -> None:
+        """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""
         entry.failures += 1
         backoff = min(_MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) * random.uniform(0.5, 1.0)
         entry.retry_at = self._timer() + backoff
-        slot.stats.stale_served += 1
         if entry.failures == 1:
             age = self._timer() - entry.fetched_at
             logger.warning(
@@ -469,7 +474,7 @@ class SecretsManager:
             await self._cache.refresh_async(ckey, load)
         except ProviderError as exc:
             entry.refreshing = False
-            logger.warning("provider %s: background refresh failed: %s", slot.name, exc)
+            self._refresh_failed(slot, entry, exc)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
