@@ -706,3 +706,166 @@ async def test_yaml_value_with_nel_round_trips(tmp_path: Path, value: str) -> No
     path = tmp_path / "s.yaml"
     await FileSecretProvider(path).set("A", value)
     assert await FileSecretProvider(path).get("A") == value
+
+
+# -- the leak audit itself (tests/leak_audit.py) ---------------------------------------------
+
+
+def test_leak_audit_finds_and_masks_a_secret() -> None:
+    """find_leaks names the place and shows the secret masked; clean texts give nothing."""
+    from tests.leak_audit import find_leaks
+
+    leaks = find_leaks(
+        [("a log record", f"token={SECRET}"), ("a repr", "Provider(name='x')")], {SECRET}
+    )
+    assert leaks == [f"S3... ({len(SECRET)} characters) in a log record"]
+    assert find_leaks([("a log record", "nothing")], {SECRET}) == []
+
+
+def test_leak_audit_reads_module_constants_but_not_key_names() -> None:
+    """SECRET-named str constants count; key names, short strings and lower case do not."""
+    import types
+
+    from tests.leak_audit import module_secrets
+
+    module = types.ModuleType("fake_tests")
+    module.SECRET = "value-one-123"  # type: ignore[attr-defined]
+    module.WEBHOOK_SECRET_VALUE = "value-two-456"  # type: ignore[attr-defined]
+    module.CLOUD_WEBHOOK_SECRET = "CLOUD_WEBHOOK_SECRET"  # type: ignore[attr-defined]
+    module.SHORT_SECRET = "abc"  # type: ignore[attr-defined]
+    module.secret = "lower-case-789"  # type: ignore[attr-defined]
+    module.SECRET_COUNT = 12345678  # type: ignore[attr-defined]
+    assert module_secrets(module) == {"value-one-123", "value-two-456"}
+
+
+LEAKY_TESTS = """
+import logging
+import warnings
+
+import pytest
+
+from simpletuner_secrets.errors import ProviderError
+from simpletuner_secrets.providers.base import SecretProvider
+from simpletuner_secrets.testing import InMemorySecretProvider
+from tests.leak_audit import register_secret
+
+SECRET = "hf_audit_canary_0123456789"
+KEPT = []
+
+
+class Chatty(SecretProvider):
+    name = "chatty"
+
+    def __init__(self, token):
+        self.token = token
+
+    async def get(self, key):
+        return None
+
+    def __repr__(self):
+        return f"Chatty(token={self.token!r})"
+
+
+def test_clean():
+    logging.getLogger("simpletuner_secrets").warning("nothing to see, key HF_TOKEN")
+
+
+def test_library_debug_line():
+    logging.getLogger("simpletuner_secrets.manager").debug("value=%s", SECRET)
+
+
+def test_registered_value_in_another_logger():
+    value = "tok_registered_987654"
+    register_secret(value)
+    logging.getLogger("app").error("got %s", value)
+
+
+def test_traceback_in_a_log_record():
+    try:
+        raise RuntimeError(SECRET)
+    except RuntimeError:
+        logging.getLogger("app").exception("failed")
+
+
+def test_error_caught_by_raises():
+    with pytest.raises(ProviderError):
+        raise ProviderError("backend said " + SECRET, provider="x")
+
+
+@pytest.mark.filterwarnings("default")
+def test_warning():
+    warnings.warn("careful: " + SECRET, UserWarning)
+
+
+def test_repr_of_a_provider_kept_alive():
+    KEPT.append(Chatty(SECRET))
+
+
+def test_value_of_an_in_memory_provider():
+    InMemorySecretProvider({"A": "memory_value_abcdef"})
+    logging.getLogger("app").warning("memory_value_abcdef")
+
+
+def test_botocore_debug_is_not_ours():
+    logging.getLogger("botocore.endpoint").warning("body %s", SECRET)
+
+
+@pytest.mark.leaks_allowed
+def test_on_purpose():
+    logging.getLogger("app").warning("%s", SECRET)
+"""
+
+LEAKY_EXPECTED = {
+    "test_library_debug_line": "a DEBUG log record of 'simpletuner_secrets.manager'",
+    "test_registered_value_in_another_logger": "a ERROR log record of 'app'",
+    "test_traceback_in_a_log_record": "a ERROR log record of 'app'",
+    "test_error_caught_by_raises": "the message of a SecretsError",
+    "test_warning": "a warning",
+    "test_repr_of_a_provider_kept_alive": "the repr of a Chatty",
+    "test_value_of_an_in_memory_provider": "a WARNING log record of 'app'",
+}
+
+
+def test_leak_audit_fails_leaky_tests_in_a_real_pytest_run(tmp_path: Path) -> None:
+    """A pytest run with the plugin: each leak errors its test at teardown, masked; clean,
+    third-party and marked tests pass."""
+    root = Path(__file__).resolve().parents[2]
+    test_file = tmp_path / "test_leaky.py"
+    test_file.write_text(LEAKY_TESTS)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.leak_audit",
+            "--rootdir",
+            str(root),
+            "-c",
+            str(root / "pyproject.toml"),
+            "--show-capture=no",
+            "-rA",
+            str(test_file),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    for name, where in LEAKY_EXPECTED.items():
+        assert re.search(rf"^ERROR \S*::{name} - Failed: leak audit", out, re.MULTILINE), name
+        assert where in out, where
+    for name in ("test_clean", "test_botocore_debug_is_not_ours", "test_on_purpose"):
+        assert re.search(rf"^PASSED \S*::{name}$", out, re.MULTILINE), name
+        assert not re.search(rf"^ERROR \S*::{name} ", out, re.MULTILINE), name
+    assert f"10 passed, 1 warning, {len(LEAKY_EXPECTED)} errors" in out, out
+    # The audit masks what it found: the canary shows only in the warnings summary, which
+    # is pytest's own report of the (leaky) warning.
+    assert "hf... (26 characters)" in out
+    summary_start = out.index("warnings summary")
+    assert "hf_audit_canary_0123456789" not in out[:summary_start]
+    assert "hf_audit_canary_0123456789" not in out[out.index("PASSES") :]
