@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["pytester", "tests.servers.bao", "tests.servers.moto"]
+pytest_plugins = ["pytester", "tests.servers.bao", "tests.servers.moto", "tests.leak_audit"]
