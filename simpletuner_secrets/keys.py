@@ -61,4 +61,7 @@ def normalize_key(key: str) -> str:
     try:
         return _memo[key]
     except (KeyError, TypeError):
-        return _normalize_slow(key)
+        pass
+    # Outside the handler, so that an invalid key's error does not chain a KeyError that
+    # repeats the (possibly huge) key in tracebacks.
+    return _normalize_slow(key)
