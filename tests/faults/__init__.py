@@ -1,17 +1,24 @@
 """Fault injection against the real back-ends: a TCP fault proxy, then Vault, AWS and file faults.
 
 The helpers here are shared by the fault test modules: the timing budget every case is held
-to, the warnings the library logged, and an optional record of measured times.
+to, the warnings the library logged, an optional record of measured times, and the check of
+one fault in its three documented outcomes (stale, skip, raise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+
+from simpletuner_secrets import ProviderError, SecretProvider, SecretsManager
+from simpletuner_secrets.testing import InMemorySecretProvider
 
 #: Cache TTL of the managers under test (jittered +-10% by the manager).
 TTL = 0.3
@@ -56,3 +63,116 @@ class Stopwatch:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+# -- one fault, three documented outcomes ------------------------------------------------
+
+KEY = "FAULT_KEY"
+FALLBACK = "memory-fallback-value-1a2b"
+STALE_WARNING = "serving the last good answer"
+SKIP_WARNING = "failed and is skipped"
+OUTCOMES = ("stale", "skip", "raise")
+
+
+@dataclass
+class Fault:
+    """How to break a back-end for one case, and how its failure reads.
+
+    Attributes:
+        name: The case, for messages and the timings record.
+        inject: Breaks the back-end (blocking calls allowed: run in a worker thread).
+        messages: Fragments of which the failure's text holds at least one.
+        min_s: The warm lookup takes at least this long: a timeout decides, not an answer.
+        fast: The warm lookup must not wait at all (an error answer, a refused connection).
+    """
+
+    name: str
+    inject: Callable[[], object]
+    messages: tuple[str, ...]
+    min_s: float = 0.0
+    fast: bool = False
+
+
+def manager_for(provider: SecretProvider, outcome: str) -> SecretsManager:
+    """``stale``: the provider alone; ``skip``/``raise``: above an in-memory fallback."""
+    chain: list[SecretProvider] = [provider]
+    if outcome != "stale":
+        chain.append(InMemorySecretProvider({KEY: FALLBACK}))
+    return SecretsManager(
+        providers=chain,
+        cache_ttl=TTL,
+        provider_timeout=TIMEOUT,
+        on_provider_error="raise" if outcome == "raise" else "skip",
+    )
+
+
+async def _timed_get(manager: SecretsManager) -> tuple[float, str | ProviderError | None]:
+    watch = Stopwatch()
+    try:
+        value = await manager.get(KEY)
+    except ProviderError as exc:
+        return watch.elapsed, exc
+    return watch.elapsed, value
+
+
+def _mentions(text: str, fault: Fault) -> bool:
+    return any(fragment in text for fragment in fault.messages)
+
+
+async def check_all_outcomes(
+    label: str,
+    fault: Fault,
+    make_provider: Callable[[], SecretProvider],
+    value: str,
+    caplog: pytest.LogCaptureFixture,
+    secrets_in_play: tuple[str, ...],
+) -> dict[str, float]:
+    """Inject ``fault`` once under three managers, each with a provider of its own.
+
+    ``stale``: primed before the fault, it serves the last good ``value`` with one WARNING;
+    ``skip``: cold, the fallback below answers, one WARNING; ``raise``: cold, `ProviderError`,
+    nothing logged. The three lookups run at once; each must end within ``provider_timeout``
+    plus `MARGIN`, and the failure must be the fault's own (named in the error or warning).
+
+    Returns:
+        Seconds each outcome's lookup took.
+    """
+    caplog.set_level(logging.WARNING)
+    managers = {outcome: manager_for(make_provider(), outcome) for outcome in OUTCOMES}
+    try:
+        assert await managers["stale"].get(KEY) == value
+        await asyncio.to_thread(fault.inject)
+        await asyncio.sleep(PAST_TTL)
+        answers = await asyncio.gather(*(_timed_get(managers[o]) for o in OUTCOMES))
+        times = {o: elapsed for o, (elapsed, _) in zip(OUTCOMES, answers, strict=True)}
+        got = {o: answer for o, (_, answer) in zip(OUTCOMES, answers, strict=True)}
+        assert got["stale"] == value
+        assert got["skip"] == FALLBACK
+        error = got["raise"]
+        assert isinstance(error, ProviderError), error
+        assert error.provider == label and _mentions(str(error), fault), str(error)
+        for outcome, elapsed in times.items():
+            assert elapsed < TIMEOUT + MARGIN, f"{fault.name}/{outcome} took {elapsed:.2f} s"
+        assert times["stale"] >= fault.min_s, times
+        if fault.fast:
+            assert times["stale"] < 0.5
+        # The failed refresh backs off: the next lookups get the stale value at once.
+        for _ in range(3):
+            watch = Stopwatch()
+            assert await managers["stale"].get(KEY) == value
+            assert watch.elapsed < 0.1
+        explained = await managers["stale"].explain(KEY)
+        assert explained["provider"] == label and explained["stale"] is True
+    finally:
+        for manager in managers.values():
+            await manager.aclose()
+    stale = library_warnings(caplog, STALE_WARNING)
+    skipped = library_warnings(caplog, SKIP_WARNING)
+    assert len(stale) == 1 and _mentions(stale[0], fault), stale
+    assert len(skipped) == 1 and _mentions(skipped[0], fault), skipped
+    assert len(library_warnings(caplog)) == 2, library_warnings(caplog)
+    for secret in secrets_in_play:
+        assert secret not in caplog.text
+    for outcome, elapsed in times.items():
+        record(f"{label} {fault.name} -> {outcome}", detect_s=elapsed)
+    return times

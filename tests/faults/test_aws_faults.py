@@ -12,30 +12,35 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.config import Config
 
-from simpletuner_secrets import ProviderError, SecretsManager
+from simpletuner_secrets import SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
-from simpletuner_secrets.testing import InMemorySecretProvider
-from tests.faults import MARGIN, PAST_TTL, TIMEOUT, TTL, Stopwatch, library_warnings, record
-from tests.faults.proxy import FaultProxy
+from tests.faults import (
+    KEY,
+    MARGIN,
+    PAST_TTL,
+    STALE_WARNING,
+    TIMEOUT,
+    TTL,
+    Fault,
+    Stopwatch,
+    check_all_outcomes,
+    library_warnings,
+    record,
+)
+from tests.faults.proxy import FaultProxy, Mode
 from tests.servers.moto import MotoServer
 
 pytestmark = pytest.mark.integration
 
-KEY = "FAULT_KEY"
 VALUE = "aws-fault-value-3c4d5e6f7a"
 ROTATED = "aws-fault-rotated-8b9c0d1e"
-FALLBACK = "memory-fallback-value-2b3c"
-STALE_WARNING = "serving the last good answer"
-SKIP_WARNING = "failed and is skipped"
-OUTCOMES = ("stale", "skip", "raise")
 RECOVERY_LIMIT = 3.0
 #: Short SDK timeouts and no retry: botocore itself gives up in half a second.
 QUICK = Config(
@@ -118,128 +123,60 @@ def aws(proxy: FaultProxy, name: str, client_config: Any = QUICK) -> AWSSecretsM
     )
 
 
-def manager_for(provider: AWSSecretsManagerProvider, outcome: str) -> SecretsManager:
-    chain: list[Any] = [provider]
-    if outcome != "stale":
-        chain.append(InMemorySecretProvider({KEY: FALLBACK}))
-    return SecretsManager(
-        providers=chain,
-        cache_ttl=TTL,
-        provider_timeout=TIMEOUT,
-        on_provider_error="raise" if outcome == "raise" else "skip",
-    )
-
-
-async def run_case(
-    name: str,
-    outcome: str,
-    provider: AWSSecretsManagerProvider,
-    inject: Any,
-    caplog: pytest.LogCaptureFixture,
-    messages: tuple[str, ...],
-) -> float:
-    """Break AWS with ``inject`` in one outcome; assert result, timing and logs; return it."""
-    caplog.set_level(logging.WARNING)
-    async with manager_for(provider, outcome) as manager:
-        if outcome == "stale":
-            assert await manager.get(KEY) == VALUE
-        inject()
-        if outcome == "stale":
-            await asyncio.sleep(PAST_TTL)
-        watch = Stopwatch()
-        if outcome == "raise":
-            with pytest.raises(ProviderError) as info:
-                await manager.get(KEY)
-            elapsed = watch.elapsed
-            assert any(m in str(info.value) for m in messages), str(info.value)
-            assert info.value.provider == "aws"
-        else:
-            got = await manager.get(KEY)
-            elapsed = watch.elapsed
-            assert got == (VALUE if outcome == "stale" else FALLBACK)
-        assert elapsed < TIMEOUT + MARGIN, f"aws {name}/{outcome} took {elapsed:.2f} s"
-        if outcome == "stale":
-            for _ in range(3):
-                quick = Stopwatch()
-                assert await manager.get(KEY) == VALUE
-                assert quick.elapsed < 0.1
-            assert (await manager.explain(KEY))["stale"] is True
-    warnings = library_warnings(caplog)
-    if outcome == "stale":
-        assert len(warnings) == 1 and STALE_WARNING in warnings[0], warnings
-    elif outcome == "skip":
-        assert len(warnings) == 1 and SKIP_WARNING in warnings[0], warnings
-    else:
-        assert warnings == []
-    assert VALUE not in caplog.text
-    record(f"aws {name} -> {outcome}", detect_s=elapsed)
-    return elapsed
+def providers_on(
+    proxy: FaultProxy, name: str, client_config: Any = QUICK
+) -> Callable[[], AWSSecretsManagerProvider]:
+    return lambda: aws(proxy, name, client_config)
 
 
 # -- network faults (moto behind the proxy) ----------------------------------------------
 
+NETWORK_FAULTS: dict[Mode, tuple[tuple[str, ...], float, bool]] = {
+    # mode: (failure text, least time a warm lookup takes, must be immediate)
+    "blackhole": (("ReadTimeoutError", "no answer within"), 0.45, False),
+    "stall": (("ReadTimeoutError", "no answer within"), 0.45, False),
+    "reset": (("ConnectionClosedError", "EndpointConnectionError", "ConnectionError"), 0, True),
+}
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
-@pytest.mark.parametrize("mode", ["blackhole", "stall", "reset"])
+
+@pytest.mark.parametrize("mode", list(NETWORK_FAULTS))
 async def test_network_fault(
-    mode: str,
-    outcome: str,
-    proxy: FaultProxy,
-    secret: str,
-    caplog: pytest.LogCaptureFixture,
+    mode: Mode, proxy: FaultProxy, secret: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Blackholed, stalled or reset: botocore's short timeouts or the RST decide, fast."""
-    messages = {
-        "blackhole": ("ReadTimeoutError", "no answer within"),
-        "stall": ("ReadTimeoutError", "no answer within"),
-        "reset": ("ConnectionClosedError", "EndpointConnectionError", "ConnectionError"),
-    }[mode]
-    elapsed = await run_case(
-        mode, outcome, aws(proxy, secret), lambda: proxy.set_mode(mode), caplog, messages
-    )
-    if mode == "reset":
-        assert elapsed < 0.5
+    """Blackholed, stalled or reset: botocore's short timeouts or the RST decide, in time."""
+    messages, min_s, fast = NETWORK_FAULTS[mode]
+    fault = Fault(mode, lambda: proxy.set_mode(mode), messages, min_s=min_s, fast=fast)
+    await check_all_outcomes("aws", fault, providers_on(proxy, secret), VALUE, caplog, (VALUE,))
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
 async def test_blackhole_with_default_sdk_timeouts_is_bounded_by_provider_timeout(
-    outcome: str,
-    proxy: FaultProxy,
-    secret: str,
-    caplog: pytest.LogCaptureFixture,
-    tmp_path: Path,
+    proxy: FaultProxy, secret: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The chain built from config (botocore's 10 s read timeout): provider_timeout decides."""
-    provider = AWSSecretsManagerProvider(
-        config={
-            "aws_secret_name": secret,
-            "aws_endpoint_url": proxy.url,
-            "aws_region": "us-east-1",
-        },
-        environ={},
-    )
-    elapsed = await run_case(
+    """Settings from config (botocore's 10 s read timeout): provider_timeout decides."""
+
+    def make() -> AWSSecretsManagerProvider:
+        config = {"aws_secret_name": secret, "aws_endpoint_url": proxy.url}
+        return AWSSecretsManagerProvider(config={**config, "aws_region": "us-east-1"}, environ={})
+
+    fault = Fault(
         "blackhole (default SDK timeouts)",
-        outcome,
-        provider,
         proxy.blackhole,
-        caplog,
         ("no answer within 1 s",),
+        min_s=TIMEOUT * 0.9,
     )
-    assert elapsed >= TIMEOUT * 0.9
+    await check_all_outcomes("aws", fault, make, VALUE, caplog, (VALUE,))
 
 
 # -- error answers (the proxy switched to a fake endpoint) -------------------------------
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
 @pytest.mark.parametrize(
-    ("status", "error_type", "client_config", "messages"),
+    ("status", "error_type", "client_config", "messages", "fast"),
     [
-        (500, "InternalServiceError", QUICK, ("InternalServiceError, HTTP 500",)),
+        (500, "InternalServiceError", QUICK, ("InternalServiceError, HTTP 500",), True),
         # botocore's default retries (legacy mode, 5 attempts, exponential backoff) outlast
         # provider_timeout: the timeout usually decides, the SDK's last error sometimes.
-        (400, "ThrottlingException", None, ("no answer within 1 s", "ThrottlingException")),
+        (400, "ThrottlingException", None, ("no answer within 1 s", "ThrottlingException"), False),
     ],
     ids=["http500", "throttled"],
 )
@@ -248,28 +185,21 @@ async def test_error_answers(
     error_type: str,
     client_config: Any,
     messages: tuple[str, ...],
-    outcome: str,
+    fast: bool,
     proxy: FaultProxy,
     fake: FakeAWS,
-    moto_env: MotoServer,
     secret: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """HTTP 500 and throttling: stale with one warning, skip, or raise, within the timeout."""
     fake.status, fake.error_type = status, error_type
-    elapsed = await run_case(
-        error_type,
-        outcome,
-        aws(proxy, secret, client_config),
-        lambda: proxy.set_upstream("127.0.0.1", fake.port),
-        caplog,
-        messages,
+    fault = Fault(
+        error_type, lambda: proxy.set_upstream("127.0.0.1", fake.port), messages, fast=fast
     )
-    assert fake.requests >= 1
-    if error_type == "ThrottlingException":
-        assert fake.requests >= 2  # botocore retried before giving up or being cut off
-    else:
-        assert elapsed < 0.5
+    await check_all_outcomes(
+        "aws", fault, providers_on(proxy, secret, client_config), VALUE, caplog, (VALUE,)
+    )
+    assert fake.requests >= 3  # each of the three managers asked the fake endpoint
 
 
 # -- recovery ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from simpletuner_secrets import FileSecretProvider, ProviderError, SecretsManager
+from simpletuner_secrets import FileSecretProvider, ProviderError, SecretProvider, SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
 from simpletuner_secrets.testing import InMemorySecretProvider
@@ -116,11 +116,12 @@ async def check_no_growth(name: str, cycle: Callable[[], Awaitable[None]]) -> No
     )
 
 
-def managers(provider: object, fallback: object) -> tuple[SecretsManager, SecretsManager]:
+def managers(
+    provider: SecretProvider, fallback: SecretProvider
+) -> tuple[SecretsManager, SecretsManager]:
     """A manager with the provider alone (for stale), one with it above a fallback (skip)."""
-    options = {"cache_ttl": TTL, "provider_timeout": TIMEOUT}
-    alone = SecretsManager([provider], **options)  # type: ignore[list-item, arg-type]
-    chained = SecretsManager([provider, fallback], **options)  # type: ignore[list-item, arg-type]
+    alone = SecretsManager([provider], cache_ttl=TTL, provider_timeout=TIMEOUT)
+    chained = SecretsManager([provider, fallback], cache_ttl=TTL, provider_timeout=TIMEOUT)
     return alone, chained
 
 

@@ -8,7 +8,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -82,9 +82,9 @@ def roundtrip(sock: socket.socket, data: bytes = b"ping") -> bytes:
     return sock.recv(65536)
 
 
-def wait_until(predicate: object, timeout: float = 2.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
 

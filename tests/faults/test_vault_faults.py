@@ -1,9 +1,9 @@
 """Vault faults on a real OpenBao server, directly and through the fault proxy.
 
-Each fault is checked in the three documented outcomes: a value cached before keeps being
-served (one WARNING), nothing cached and ``skip`` lets the next provider answer, nothing cached
-and ``raise`` raises `ProviderError`; always within ``provider_timeout`` plus a margin. Then
-recovery: once the fault is gone, a new value written to Vault is seen by itself.
+Each fault is checked in the three documented outcomes at once: a value cached before keeps
+being served (one WARNING), nothing cached and ``skip`` lets the next provider answer, nothing
+cached and ``raise`` raises `ProviderError`; always within ``provider_timeout`` plus a margin.
+Then recovery: once the fault is gone, a new value written to Vault is seen by itself.
 """
 
 from __future__ import annotations
@@ -15,31 +15,37 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
 
-from simpletuner_secrets import ProviderError, SecretsManager
+from simpletuner_secrets import SecretsManager
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
-from simpletuner_secrets.testing import InMemorySecretProvider
-from tests.faults import MARGIN, PAST_TTL, TIMEOUT, TTL, Stopwatch, library_warnings, record
+from tests.faults import (
+    KEY,
+    MARGIN,
+    PAST_TTL,
+    STALE_WARNING,
+    TIMEOUT,
+    TTL,
+    Fault,
+    Stopwatch,
+    check_all_outcomes,
+    library_warnings,
+    record,
+)
 from tests.faults.proxy import FaultProxy
 from tests.servers.bao import BaoServer
 
 pytestmark = pytest.mark.integration
 
-KEY = "FAULT_KEY"
 VALUE = "vault-fault-value-9f8e7d6c"
 ROTATED = "vault-fault-rotated-5b4a3c2d"
-FALLBACK = "memory-fallback-value-1a2b"
 #: hvac's own request timeout: an abandoned worker thread is freed within this.
 HVAC_TIMEOUT = 2.0
 #: Longest wait for a new value once a fault is gone (backoff after one failure is <= 1 s).
 RECOVERY_LIMIT = 3.0
-STALE_WARNING = "serving the last good answer"
-SKIP_WARNING = "failed and is skipped"
-OUTCOMES = ("stale", "skip", "raise")
+TIMED_OUT = ("no answer within 1 s",)
 
 
 def port_of(server: BaoServer) -> int:
@@ -63,79 +69,8 @@ def vault(url: str, token: str, path: str) -> HashiCorpVaultProvider:
     return HashiCorpVaultProvider(url=url, token=token, path=path, environ={}, timeout=HVAC_TIMEOUT)
 
 
-def manager_for(provider: HashiCorpVaultProvider, outcome: str) -> SecretsManager:
-    """``stale``: Vault alone; ``skip``/``raise``: Vault above an in-memory provider."""
-    chain: list[object] = [provider]
-    if outcome != "stale":
-        chain.append(InMemorySecretProvider({KEY: FALLBACK}))
-    return SecretsManager(
-        providers=chain,  # type: ignore[arg-type]
-        cache_ttl=TTL,
-        provider_timeout=TIMEOUT,
-        on_provider_error="raise" if outcome == "raise" else "skip",
-    )
-
-
-@dataclass
-class Fault:
-    """How to break Vault for one case, and what the failure looks like."""
-
-    name: str
-    inject: Callable[[], None]
-    message: str  # a fragment of the ProviderError's message
-    slow: bool  # detected by provider_timeout rather than by an error answer
-
-
-async def check_outcome(
-    fault: Fault,
-    outcome: str,
-    provider: HashiCorpVaultProvider,
-    caplog: pytest.LogCaptureFixture,
-    secrets_in_play: tuple[str, ...],
-) -> float:
-    """Run one fault in one outcome; assert the documented result and timing; return it."""
-    caplog.set_level(logging.WARNING)
-    async with manager_for(provider, outcome) as manager:
-        if outcome == "stale":
-            assert await manager.get(KEY) == VALUE
-        await asyncio.to_thread(fault.inject)
-        if outcome == "stale":
-            await asyncio.sleep(PAST_TTL)
-        watch = Stopwatch()
-        if outcome == "raise":
-            with pytest.raises(ProviderError) as info:
-                await manager.get(KEY)
-            elapsed = watch.elapsed
-            assert fault.message in str(info.value)
-            assert info.value.provider == "vault"
-        else:
-            got = await manager.get(KEY)
-            elapsed = watch.elapsed
-            assert got == (VALUE if outcome == "stale" else FALLBACK)
-        assert elapsed < TIMEOUT + MARGIN, f"{fault.name}/{outcome} took {elapsed:.2f} s"
-        if fault.slow:
-            assert elapsed >= TIMEOUT * 0.9  # it was the timeout that decided
-            assert manager.stats()["providers"]["vault"]["timeouts"] >= 1
-        if outcome == "stale":
-            # Retries back off: the next lookups are answered from the stale value at once.
-            for _ in range(3):
-                watch = Stopwatch()
-                assert await manager.get(KEY) == VALUE
-                assert watch.elapsed < 0.1
-            info_ = await manager.explain(KEY)
-            assert info_["provider"] == "vault" and info_["stale"] is True
-            assert len(library_warnings(caplog, STALE_WARNING)) == 1
-        elif outcome == "skip":
-            assert len(library_warnings(caplog, SKIP_WARNING)) == 1
-        else:
-            assert library_warnings(caplog) == []  # raised, not logged
-    assert library_warnings(caplog) == library_warnings(
-        caplog, STALE_WARNING if outcome == "stale" else SKIP_WARNING
-    ), "unexpected warnings"
-    for secret in secrets_in_play:
-        assert secret not in caplog.text
-    record(f"vault {fault.name} -> {outcome}", detect_s=elapsed)
-    return elapsed
+def providers_on(url: str, token: str, path: str) -> Callable[[], HashiCorpVaultProvider]:
+    return lambda: vault(url, token, path)
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -174,66 +109,57 @@ def read_token(server: BaoServer) -> str:
 
 # -- faults through the proxy ------------------------------------------------------------
 
-PROXY_FAULTS = {
-    "slow": (lambda p: p.latency(1500), "no answer within 1 s", True),
-    "stall": (lambda p: p.stall(), "no answer within 1 s", True),
-    "blackhole": (lambda p: p.blackhole(), "no answer within 1 s", True),
-    "reset": (lambda p: p.reset(), "ConnectionError", False),
+PROXY_FAULTS: dict[str, tuple[Callable[[FaultProxy], None], tuple[str, ...], float, bool]] = {
+    # name: (inject, failure text, least time a warm lookup takes, must be immediate)
+    "slow": (lambda p: p.latency(1500), TIMED_OUT, TIMEOUT * 0.9, False),
+    "stall": (lambda p: p.stall(), TIMED_OUT, TIMEOUT * 0.9, False),
+    "blackhole": (lambda p: p.blackhole(), TIMED_OUT, TIMEOUT * 0.9, False),
+    "reset": (lambda p: p.reset(), ("ConnectionError",), 0.0, True),
 }
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
 @pytest.mark.parametrize("name", list(PROXY_FAULTS))
 async def test_proxy_fault(
-    name: str,
-    outcome: str,
-    bao: BaoServer,
-    proxy: FaultProxy,
-    caplog: pytest.LogCaptureFixture,
+    name: str, bao: BaoServer, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Slow, stalled, blackholed or reset Vault: stale/skip/raise within the timeout."""
-    inject, message, slow = PROXY_FAULTS[name]
-    fault = Fault(name, lambda: inject(proxy), message, slow)
-    provider = vault(proxy.url, bao.token, seed(bao))
-    await check_outcome(fault, outcome, provider, caplog, (VALUE, bao.token))
+    """Slow (latency > timeout), stalled, blackholed or reset: stale/skip/raise in time."""
+    inject, messages, min_s, fast = PROXY_FAULTS[name]
+    fault = Fault(name, lambda: inject(proxy), messages, min_s=min_s, fast=fast)
+    make = providers_on(proxy.url, bao.token, seed(bao))
+    await check_all_outcomes("vault", fault, make, VALUE, caplog, (VALUE, bao.token))
 
 
 # -- faults of the server itself ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
-async def test_vault_killed(
-    outcome: str, bao_fresh: BaoServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The server process stopped: connection refused, stale/skip/raise at once."""
-    fault = Fault("killed", bao_fresh.stop, "ConnectionError", False)
-    provider = vault(bao_fresh.url, bao_fresh.token, seed(bao_fresh))
-    elapsed = await check_outcome(fault, outcome, provider, caplog, (VALUE, bao_fresh.token))
-    assert elapsed < 0.5
+async def test_vault_killed(bao_fresh: BaoServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The server process stopped: connection refused; stale, skip and raise at once."""
+    fault = Fault("killed", bao_fresh.stop, ("ConnectionError",), fast=True)
+    make = providers_on(bao_fresh.url, bao_fresh.token, seed(bao_fresh))
+    await check_all_outcomes("vault", fault, make, VALUE, caplog, (VALUE, bao_fresh.token))
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
-async def test_vault_sealed(
-    outcome: str, bao_fresh: BaoServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The server sealed (``bao operator seal``): HTTP 503, stale/skip/raise at once."""
-    fault = Fault("sealed", lambda: bao_fresh.cli("operator", "seal"), "HTTP 503", False)
-    provider = vault(bao_fresh.url, bao_fresh.token, seed(bao_fresh))
-    elapsed = await check_outcome(fault, outcome, provider, caplog, (VALUE, bao_fresh.token))
-    assert elapsed < 0.5
+async def test_vault_sealed(bao_fresh: BaoServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The server sealed (``bao operator seal``): HTTP 503; stale, skip and raise at once."""
+    fault = Fault("sealed", lambda: bao_fresh.cli("operator", "seal"), ("HTTP 503",), fast=True)
+    make = providers_on(bao_fresh.url, bao_fresh.token, seed(bao_fresh))
+    await check_all_outcomes("vault", fault, make, VALUE, caplog, (VALUE, bao_fresh.token))
 
 
-@pytest.mark.parametrize("outcome", OUTCOMES)
-async def test_token_revoked(
-    outcome: str, bao: BaoServer, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_token_revoked(bao: BaoServer, caplog: pytest.LogCaptureFixture) -> None:
     """The manager's token revoked (``bao token revoke``): HTTP 403, no KV v1 fallback."""
     token = read_token(bao)
-    fault = Fault("token revoked", lambda: bao.cli("token", "revoke", token), "HTTP 403", False)
-    provider = vault(bao.url, token, seed(bao))
-    elapsed = await check_outcome(fault, outcome, provider, caplog, (VALUE, token, bao.token))
-    assert elapsed < 0.5
-    assert provider.kv_version in (None, 2)
+    fault = Fault("token revoked", lambda: bao.cli("token", "revoke", token), ("HTTP 403",))
+    fault.fast = True
+    made: list[HashiCorpVaultProvider] = []
+
+    def make() -> HashiCorpVaultProvider:
+        made.append(vault(bao.url, token, path))
+        return made[-1]
+
+    path = seed(bao)
+    await check_all_outcomes("vault", fault, make, VALUE, caplog, (VALUE, token, bao.token))
+    assert all(p.kv_version in (None, 2) for p in made)  # a 403 never switched to KV v1
 
 
 # -- recovery ----------------------------------------------------------------------------
@@ -254,7 +180,7 @@ async def test_recovers_after_a_proxy_fault(
     name: str, bao: BaoServer, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Fault on, stale served; fault off, a value rotated meanwhile is seen by itself."""
-    inject, _, _ = PROXY_FAULTS[name]
+    inject = PROXY_FAULTS[name][0]
     path = seed(bao)
     caplog.set_level(logging.WARNING)
     async with SecretsManager(
@@ -315,12 +241,12 @@ async def test_a_polling_client_during_an_outage_gets_one_warning_and_backoff(
         watch = Stopwatch()
         lookups = 0
         # From before the refresh-ahead point (80% of the TTL) to well past expiry.
-        while watch.elapsed < 2.5:
+        while watch.elapsed < 2.0:
             assert await manager.get(KEY) == VALUE
             lookups += 1
             await asyncio.sleep(0.02)
         calls = manager.stats()["providers"]["vault"]["calls"]
     warnings = library_warnings(caplog)
     assert len(warnings) == 1, warnings
-    # One load, then retries 0.5-1 s and 1-2 s apart: at most 3 more calls in 2.5 s.
+    # One load, then retries 0.5-1 s and 1-2 s apart: at most 3 more calls in 2 s.
     assert calls <= 4, f"{calls} Vault calls for {lookups} lookups"
