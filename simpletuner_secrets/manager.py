@@ -451,6 +451,7 @@ class SecretsManager:
     def _refresh_failed(self, slot: _Slot, entry: _Entry, exc: ProviderError) -> None:
         """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""
         entry.failures += 1
+        slot.stats.failing = True  # so that the first success after the outage is logged
         backoff = min(_MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) * random.uniform(0.5, 1.0)
         entry.retry_at = self._timer() + backoff
         if entry.failures == 1:
@@ -577,8 +578,8 @@ class SecretsManager:
         self._cache.clear()
         for slot in self._slots:
             provider = slot.provider
-            if isinstance(provider, DocumentSecretProvider) and slot.mode != _LIVE:
-                provider.invalidate()
+            if isinstance(provider, DocumentSecretProvider):
+                provider.invalidate()  # the file provider's own copy included
 
     async def explain(self, key: str) -> dict[str, Any]:
         """Say which provider answers ``key`` and how fresh the answer is, value masked.

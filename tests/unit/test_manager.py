@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,7 +224,9 @@ async def test_stale_if_error_serves_last_good_with_one_warning(
     doc.fail = False
     doc.data["K"] = "rotated"
     clock.now += 120
-    assert await m.get("K") == "rotated"
+    with caplog.at_level(logging.INFO, logger="simpletuner_secrets"):
+        assert await m.get("K") == "rotated"
+    assert "provider doc answers again" in caplog.text
 
 
 async def test_stale_values_expire_after_max_stale() -> None:
@@ -336,6 +339,20 @@ async def test_clear_cache_forces_new_fetches() -> None:
     m.clear_cache()
     await m.get("K")
     assert doc.loads == 2
+
+
+async def test_clear_cache_rereads_the_secrets_file_at_once(tmp_path: Path) -> None:
+    """clear_cache also drops the file provider's copy: an edit is seen without the 1 s wait."""
+    from simpletuner_secrets import EnvironmentSecretProvider, FileSecretProvider
+
+    path = tmp_path / "secrets.json"
+    path.write_text('{"K": "before-value"}')
+    path.chmod(0o600)
+    m = SecretsManager([EnvironmentSecretProvider(), FileSecretProvider(path)])
+    assert await m.get("K") == "before-value"
+    path.write_text('{"K": "after-value-longer"}')
+    m.clear_cache()
+    assert await m.get("K") == "after-value-longer"
 
 
 async def test_closed_manager_refuses_and_close_is_idempotent() -> None:
