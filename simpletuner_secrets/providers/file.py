@@ -5,7 +5,6 @@ Reads and writes run in a worker thread; writes are atomic, 0600, and locked acr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -15,7 +14,6 @@ import secrets
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import anyio
 import yaml
 
+from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
@@ -40,26 +39,10 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Signature = tuple[int, int, int]
 
-# anyio's CapacityLimiter wakes its waiters through asyncio.Events of one loop, so a limiter
-# shared by the app's loop and the sync facade's loop could wake a waiter on the wrong thread.
-# One limiter per loop; writes get their own so a writer blocked on another process's lock
+# Reads and writes get limiters of their own, so a writer blocked on another process's lock
 # cannot starve reads.
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_limiters_lock = threading.Lock()
-
-
-def _limiters_for_loop() -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
-    loop = asyncio.get_running_loop()
-    pair = _limiters.get(loop)
-    if pair is None:
-        with _limiters_lock:
-            pair = _limiters.get(loop)
-            if pair is None:
-                pair = (anyio.CapacityLimiter(4), anyio.CapacityLimiter(2))
-                _limiters[loop] = pair
-    return pair
+_READS = LoopLimiters(4)
+_WRITES = LoopLimiters(2)
 
 
 def _temp_suffix() -> str:
@@ -288,7 +271,7 @@ class FileSecretProvider(DocumentSecretProvider):
         Raises:
             SecretFileError: See `document`.
         """
-        read_limiter, _ = _limiters_for_loop()
+        read_limiter = _READS.current()
         return await anyio.to_thread.run_sync(self._refresh, limiter=read_limiter)
 
     def _refresh(self) -> dict[str, str]:
@@ -461,7 +444,7 @@ class FileSecretProvider(DocumentSecretProvider):
             raise ValueError(
                 f"the value for {nkey} is not valid Unicode text (it holds a lone surrogate)"
             )
-        _, write_limiter = _limiters_for_loop()
+        write_limiter = _WRITES.current()
         await anyio.to_thread.run_sync(self._update, nkey, value, limiter=write_limiter)
 
     async def delete(self, key: str) -> bool:
@@ -478,7 +461,7 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: The existing file is malformed or unsafe, or cannot be written.
         """
         nkey = normalize_key(key)
-        _, write_limiter = _limiters_for_loop()
+        write_limiter = _WRITES.current()
         return await anyio.to_thread.run_sync(self._update, nkey, None, limiter=write_limiter)
 
     def _update(self, nkey: str, value: str | None) -> bool:

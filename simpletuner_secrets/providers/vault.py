@@ -6,12 +6,10 @@ worker thread; the event loop only waits.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import anyio.to_thread
 
+from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
 from .base import DocumentSecretProvider, document_from_mapping
 
@@ -46,25 +45,9 @@ _STATUS = {
     "VaultDown": 503,
 }
 
-# anyio's CapacityLimiter wakes its waiters through one loop's events, so each event loop (the
-# app's, the sync facade's) gets a limiter of its own. hvac calls get their own limiters so a
-# slow Vault cannot exhaust anyio's default thread pool, nor the file provider's.
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
-_limiters_lock = threading.Lock()
-
-
-def _limiter_for_loop() -> anyio.CapacityLimiter:
-    loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
-    if limiter is None:
-        with _limiters_lock:
-            limiter = _limiters.get(loop)
-            if limiter is None:
-                limiter = anyio.CapacityLimiter(4)
-                _limiters[loop] = limiter
-    return limiter
+# hvac calls get limiters of their own (see _threads), so a slow Vault cannot exhaust anyio's
+# default thread pool, nor the file provider's.
+_HVAC = LoopLimiters(4)
 
 
 def _hvac_installed() -> bool:
@@ -303,7 +286,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         # at once; the thread finishes on its own, within `timeout`, holding a slot of this
         # module's limiter rather than of anyio's default pool.
         data, source = await anyio.to_thread.run_sync(
-            self._load_blocking, abandon_on_cancel=True, limiter=_limiter_for_loop()
+            self._load_blocking, abandon_on_cancel=True, limiter=_HVAC.current()
         )
         if data is None:
             with self._warn_lock:
@@ -440,7 +423,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         """
         self.invalidate()
         if self._client is not None:
-            await anyio.to_thread.run_sync(self._close_blocking, limiter=_limiter_for_loop())
+            await anyio.to_thread.run_sync(self._close_blocking, limiter=_HVAC.current())
 
     def _close_blocking(self) -> None:
         with self._client_lock:
