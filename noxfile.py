@@ -36,7 +36,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[all]", "mypy>=1.10", "types-PyYAML", "types-aiofiles")
+    # pytest: the package ships a pytest plugin module.
+    session.install("-e", ".[all]", "mypy>=1.10", "pytest>=8.0", "types-PyYAML", "types-aiofiles")
     session.run("mypy", "--strict", "simpletuner_secrets")
 
 
