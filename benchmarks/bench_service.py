@@ -29,6 +29,7 @@ from _harness import Results, Target, finish, machine, parse_args, print_table
 APP = """
 from fastapi import Depends, FastAPI
 
+from simpletuner_secrets import get_secrets_manager
 from simpletuner_secrets.integrations.fastapi import secret, secrets_lifespan
 
 app = FastAPI(lifespan=secrets_lifespan())
@@ -36,15 +37,39 @@ app = FastAPI(lifespan=secrets_lifespan())
 
 @app.get("/constant")
 async def constant() -> dict[str, int]:
-    return {"length": 22}
+    return {"length": 25}
 
 
 @app.get("/secret")
-async def with_secret(token: str = Depends(secret("BENCH_SERVICE_TOKEN"))) -> dict[str, int]:
+async def with_secret() -> dict[str, int]:
+    token = await get_secrets_manager().get("BENCH_SERVICE_TOKEN")
+    return {"length": len(token or "")}
+
+
+async def constant_dependency() -> str:
+    return "bench-service-token-value"
+
+
+@app.get("/constant-dependency")
+async def with_constant_dependency(token: str = Depends(constant_dependency)) -> dict[str, int]:
+    return {"length": len(token)}
+
+
+@app.get("/secret-dependency")
+async def with_secret_dependency(
+    token: str = Depends(secret("BENCH_SERVICE_TOKEN")),
+) -> dict[str, int]:
     return {"length": len(token)}
 """
 
 CONNECTIONS = 32
+#: (row, path): each secret endpoint beside the same endpoint without the secret.
+ENDPOINTS = [
+    ("constant", "/constant"),
+    ("await m.get (ours)", "/secret"),
+    ("Depends(constant)", "/constant-dependency"),
+    ("Depends(secret(...)) (ours)", "/secret-dependency"),
+]
 
 
 def free_port() -> int:
@@ -53,8 +78,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def load(port: int, path: str, seconds: float) -> float:
-    """Requests per second on ``path`` over ``CONNECTIONS`` keep-alive connections."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux /proc), or NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(port: int, path: str, seconds: float) -> tuple[float, int]:
+    """Requests per second and requests done on ``path`` over ``CONNECTIONS`` connections."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     deadline = time.perf_counter() + seconds
     counts: list[int] = []
@@ -81,13 +115,14 @@ async def load(port: int, path: str, seconds: float) -> float:
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CONNECTIONS)))
-    return sum(counts) / (time.perf_counter() - start)
+    return sum(counts) / (time.perf_counter() - start), sum(counts)
 
 
 def main() -> int:
     args = parse_args(__doc__ or "")
-    seconds = 0.5 if args.quick else 2.0
-    rounds = 2 if args.quick else min(args.rounds, 9)  # 2 s per endpoint and round
+    # Many short rounds, endpoints interleaved, so that drift on a shared machine hits all alike.
+    seconds = 0.3 if args.quick else 0.6
+    rounds = 2 if args.quick else max(args.rounds, 25)
     print(f"# bench_service ({machine()}, {rounds} rounds of {seconds:g} s per endpoint, medians)")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "bench_service_app.py").write_text(APP)
@@ -121,26 +156,39 @@ def main() -> int:
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("uvicorn did not start") from None
                     time.sleep(0.1)
-            asyncio.run(load(port, "/constant", 0.5))  # warm-up both paths
-            asyncio.run(load(port, "/secret", 0.5))
+            for _, path in ENDPOINTS:  # warm-up
+                asyncio.run(load(port, path, 0.3))
             results = Results(unit="requests/s")
+            cpu = Results(unit="server CPU us/request")
             for _ in range(rounds):
-                for name, path in (
-                    ("constant endpoint", "/constant"),
-                    ("secret endpoint (ours)", "/secret"),
-                ):
-                    results.add(name, asyncio.run(load(port, path, seconds)))
+                for name, path in ENDPOINTS:
+                    before = cpu_seconds(server.pid)
+                    rps, done = asyncio.run(load(port, path, seconds))
+                    results.add(name, rps)
+                    cpu.add(name, (cpu_seconds(server.pid) - before) / done * 1e6)
         finally:
             server.terminate()
             server.wait(timeout=10)
-    print_table("FastAPI on uvicorn, 32 keep-alive connections", results, "constant endpoint")
-    ratio = results.median("secret endpoint (ours)") / results.median("constant endpoint")
-    spread = statistics.pstdev(results.samples["constant endpoint"]) / results.median(
-        "constant endpoint"
-    )
+    print_table("FastAPI on uvicorn, 32 keep-alive connections", results, "constant")
+    print_table("The server's CPU time per request (Linux /proc)", cpu, "constant")
+    med = results.median
+    spread = statistics.pstdev(results.samples["constant"]) / med("constant")
     print(f"\nround-to-round spread of the constant endpoint: {spread:.1%}")
-    target = Target("secret endpoint rps vs constant endpoint rps", 0.95, at_least=True)
-    return finish("bench_service", args, [(target, ratio)])
+    print(
+        "FastAPI's own dependency machinery, Depends(constant) vs constant: "
+        f"{med('Depends(constant)') / med('constant'):.2f}x"
+    )
+    targets = [
+        (
+            Target("await m.get endpoint vs constant endpoint, rps", 0.95, at_least=True),
+            med("await m.get (ours)") / med("constant"),
+        ),
+        (
+            Target("Depends(secret) vs Depends(constant), rps", 0.95, at_least=True),
+            med("Depends(secret(...)) (ours)") / med("Depends(constant)"),
+        ),
+    ]
+    return finish("bench_service", args, targets)
 
 
 if __name__ == "__main__":
