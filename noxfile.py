@@ -21,8 +21,14 @@ def tests_impl(session: nox.Session, *pytest_args: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, real OpenBao and moto servers included."""
-    tests_impl(session)
+    """The whole test suite, real OpenBao and moto servers included (long variants aside)."""
+    tests_impl(session, "-m", "not long")
+
+
+@nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """The long fault and crash variants (CI runs them too)."""
+    tests_impl(session, "-m", "long", "tests/faults", "tests/reliability")
 
 
 @nox.session(python=PYTHON)
