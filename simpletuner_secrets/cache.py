@@ -580,8 +580,13 @@ class TTLCache(Generic[T]):
 
 
 def _dead(load: _Load) -> bool:
-    """Whether the loop running ``load`` is gone, so it can never finish."""
-    return load.loop is not None and load.loop.is_closed() and not load.done
+    """Whether the loop running ``load`` is closed or stopped, so it cannot finish now.
+
+    A loop stopped between two ``run_until_complete`` calls may run again one day, but a
+    waiter elsewhere cannot wait for that: it loads on its own.
+    """
+    loop = load.loop
+    return loop is not None and not load.done and (loop.is_closed() or not loop.is_running())
 
 
 # -- keys for `cached` -------------------------------------------------------------------

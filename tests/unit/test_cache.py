@@ -552,6 +552,48 @@ def test_thread_waiter_reloads_when_the_leading_loop_dies() -> None:
     assert results == ["sync"]
 
 
+def test_waiters_reload_when_the_leading_loop_is_stopped_not_closed() -> None:
+    """A load whose loop stopped (kept for a later run_until_complete) does not hang others."""
+    c: TTLCache[str] = TTLCache()
+
+    async def slow_factory() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    async def start_both() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(
+                c.get_or_set_async("a", slow_factory), c.get_or_set_async("s", slow_factory)
+            ),
+            0.05,
+        )
+
+    async def quick() -> str:
+        return "async"
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(start_both())
+        assert c.stats()["pending"] == 2  # both load tasks wait in the stopped loop
+        results: dict[str, str] = {}
+
+        def follower() -> None:
+            results["a"] = asyncio.run(c.get_or_set_async("a", quick))
+            results["s"] = c.get_or_set("s", lambda: "sync")
+
+        t = threading.Thread(target=follower)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "a waiter hung on a load of a stopped loop"
+        assert results == {"a": "async", "s": "sync"}
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+
+
 async def test_sync_call_inside_the_leading_loop_does_not_deadlock() -> None:
     """get_or_set from code running on the loop that leads the load loads on its own."""
     c: TTLCache[str] = TTLCache()
