@@ -72,7 +72,7 @@ def mask(value: str | None) -> str | None:
 class _Entry:
     """A cached answer (a document, or one key's value) and its freshness."""
 
-    value: Any
+    value: Any = field(repr=False)  # a document or a secret: never in a repr
     fetched_at: float
     fresh_until: float
     refresh_at: float
@@ -474,8 +474,10 @@ class SecretsManager:
         try:
             await self._cache.refresh_async(ckey, load)
         except ProviderError as exc:
-            entry.refreshing = False
             self._refresh_failed(slot, entry, exc)
+        finally:
+            # Also when cancelled (its loop shutting down): a later lookup may refresh again.
+            entry.refreshing = False
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -610,7 +612,12 @@ class SecretsManager:
             if slot.mode == _LIVE:
                 answer = slot.provider.peek(nkey)
                 if answer is NOT_CACHED:
-                    answer = await self._ask(slot, nkey)
+                    try:
+                        answer = await self._ask(slot, nkey)
+                    except ProviderError:
+                        if self.on_provider_error == "raise":
+                            raise
+                        continue  # get() skipped it too
                 if answer:
                     info["provider"] = slot.name
                     return info
@@ -623,7 +630,8 @@ class SecretsManager:
             answer = entry.value.get(nkey) if slot.mode == _DOCUMENT else entry.value
             if answer:
                 info["provider"] = slot.name
-                info["cached"] = before[id(slot)] is not None
+                earlier = before[id(slot)]
+                info["cached"] = earlier is not None and earlier[0] is entry
                 info["stale"] = now >= entry.fresh_until
                 info["age_s"] = round(now - entry.fetched_at, 3)
                 return info
@@ -661,25 +669,43 @@ class SecretsManager:
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._cancel_background()
+            # Providers first: clients bound to the sync facade's loop are closed while it runs.
+            for slot in self._slots:
+                try:
+                    await slot.provider.aclose()
+                except Exception as exc:
+                    logger.warning(
+                        "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
+                    )
+            if self._writer is not None and all(
+                s.provider is not self._writer for s in self._slots
+            ):
+                await self._writer.aclose()
+        finally:
+            sync = self._sync
+            if sync is not None and not sync._owns_running_loop():
+                # From any other loop, stop the facade's loop now (SyncSecretsManager.close,
+                # running on that loop, stops it itself once this returns).
+                await asyncio.to_thread(sync._shutdown)
+
+    async def _cancel_background(self) -> None:
+        """Cancel the background refreshes: this loop's awaited, other loops' on their loop."""
+        current = asyncio.get_running_loop()
+        here: list[asyncio.Task[Any]] = []
         for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        # Providers first: clients bound to the sync facade's loop are closed while it runs.
-        for slot in self._slots:
-            try:
-                await slot.provider.aclose()
-            except Exception as exc:
-                logger.warning(
-                    "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
-                )
-        if self._writer is not None and all(s.provider is not self._writer for s in self._slots):
-            await self._writer.aclose()
-        sync = self._sync
-        if sync is not None and not sync._owns_running_loop():
-            # From any other loop, stop the facade's loop now (SyncSecretsManager.close,
-            # running on that loop, stops it itself once this returns).
-            await asyncio.to_thread(sync._shutdown)
+            loop = task.get_loop()
+            if loop is current:
+                task.cancel()
+                here.append(task)
+            else:
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # that loop is closed: its tasks are gone with it
+        if here:
+            await asyncio.gather(*here, return_exceptions=True)
 
     async def __aenter__(self) -> SecretsManager:
         return self

@@ -170,9 +170,11 @@ class SyncSecretsManager:
 
     def close(self) -> None:
         """Close the manager (providers' clients included) and stop the background loop."""
-        if not self._manager.closed:
-            self._run(self._manager.aclose)
-        self._shutdown()
+        try:
+            if not self._manager.closed:
+                self._run(self._manager.aclose)
+        finally:
+            self._shutdown()
 
     def _owns_running_loop(self) -> bool:
         runner = self._runner

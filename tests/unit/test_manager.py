@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,77 @@ def test_class_constants() -> None:
     assert SecretsManager.REPLICATE_API_TOKEN == "REPLICATE_API_TOKEN"
     assert SecretsManager.HF_TOKEN == "HF_TOKEN"
     assert SecretsManager.WEBHOOK_SECRET == "CLOUD_WEBHOOK_SECRET"
+
+
+def test_aclose_with_a_refresh_pending_on_the_sync_facade_loop() -> None:
+    """A background refresh started by m.sync on its loop does not break aclose elsewhere."""
+    clock = FakeClock()
+    doc = DocProvider({"K": SECRET})
+    m = make(doc, clock=clock, cache_ttl=10)
+    assert m.sync.get("K") == SECRET
+    doc.delay = 5.0  # the refresh stays in flight on the facade's loop
+    clock.now += 9.5  # past the refresh-ahead point, before expiry
+    assert m.sync.get("K") == SECRET
+    assert len(m._background) == 1
+    asyncio.run(m.aclose())
+    assert m.closed and m._sync is not None and m._sync._runner is None
+    deadline = time.monotonic() + 5
+    while m._background and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not m._background  # cancelled on its own loop
+
+
+async def test_explain_skips_a_failing_provider_like_get(tmp_path: Path) -> None:
+    """In skip mode explain names the provider that answers, past a broken higher one."""
+    from simpletuner_secrets import FileSecretProvider
+    from simpletuner_secrets.testing import InMemorySecretProvider
+
+    broken = tmp_path / "secrets.json"
+    broken.write_text('{"A": "x",,}')
+    broken.chmod(0o600)
+    m = SecretsManager([FileSecretProvider(broken), InMemorySecretProvider({"HF_TOKEN": SECRET})])
+    assert await m.get("HF_TOKEN") == SECRET
+    info = await m.explain("HF_TOKEN")
+    assert info["provider"] == "memory" and SECRET not in str(info)
+    strict = SecretsManager(
+        [FileSecretProvider(broken), InMemorySecretProvider({"HF_TOKEN": SECRET})],
+        on_provider_error="raise",
+    )
+    with pytest.raises(SecretsError):
+        await strict.explain("HF_TOKEN")
+
+
+async def test_explain_says_not_cached_after_a_refetch() -> None:
+    """An entry refetched by the lookup is reported as not cached, age 0."""
+    clock = FakeClock()
+    doc = DocProvider({"K": SECRET})
+    m = make(doc, clock=clock, cache_ttl=10)
+    await m.get("K")
+    assert (await m.explain("K"))["cached"] is True
+    clock.now += 30  # expired: the next lookup fetches again
+    info = await m.explain("K")
+    assert doc.loads == 2 and info["cached"] is False and info["age_s"] == 0
+
+
+async def test_cancelled_refresh_ahead_can_start_again() -> None:
+    """A refresh-ahead cancelled mid-flight does not block later refreshes of its entry."""
+    clock = FakeClock()
+    doc = DocProvider({"K": SECRET})
+    m = make(doc, clock=clock, cache_ttl=10)
+    await m.get("K")
+    doc.delay = 0.2
+    clock.now += 9.5
+    await m.get("K")
+    (task,) = m._background
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await m.get("K")  # a new refresh-ahead starts (it joins the load still in flight)
+    assert len(m._background) == 1
+    await asyncio.gather(*m._background)
+    assert doc.loads == 2 and await m.get("K") == SECRET
+
+
+def test_cache_entries_never_show_values_in_a_repr() -> None:
+    """The manager's cached entries (documents, values) are left out of their repr."""
+    entry = manager_module._Entry({"K": SECRET}, 0.0, 1.0, 0.8)
+    assert SECRET not in repr(entry)
