@@ -429,7 +429,7 @@ def test_aclose_with_a_refresh_pending_on_the_sync_facade_loop() -> None:
     m = make(doc, clock=clock, cache_ttl=10)
     assert m.sync.get("K") == SECRET
     doc.delay = 5.0  # the refresh stays in flight on the facade's loop
-    clock.now += 9.5  # past the refresh-ahead point, before expiry
+    clock.now += 8.9  # past the refresh-ahead point (7.2-8.8 s), before expiry (9-11 s)
     assert m.sync.get("K") == SECRET
     assert len(m._background) == 1
     asyncio.run(m.aclose())
@@ -479,7 +479,7 @@ async def test_cancelled_refresh_ahead_can_start_again() -> None:
     m = make(doc, clock=clock, cache_ttl=10)
     await m.get("K")
     doc.delay = 0.2
-    clock.now += 9.5
+    clock.now += 8.9  # past the refresh-ahead point (7.2-8.8 s), before expiry (9-11 s)
     await m.get("K")
     (task,) = m._background
     task.cancel()
