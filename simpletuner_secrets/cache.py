@@ -304,13 +304,16 @@ class TTLCache(Generic[T]):
         Returns:
             How many entries were removed.
         """
+        return self._remove_where(lambda k: _key_text(k).startswith(prefix))
+
+    def _remove_where(self, doomed: Callable[[Hashable], bool]) -> int:
         with self._lock:
-            doomed = [k for k in self._data if _key_text(k).startswith(prefix)]
-            for k in doomed:
+            keys = [k for k in self._data if doomed(k)]
+            for k in keys:
                 del self._data[k]
-            for k in [k for k in self._pending if _key_text(k).startswith(prefix)]:
+            for k in [k for k in self._pending if doomed(k)]:
                 del self._pending[k]
-            return len(doomed)
+            return len(keys)
 
     # -- single-flight loads -------------------------------------------------------------
 
@@ -667,7 +670,11 @@ def cached(
 
             wrapper = sync_wrapper
         wrapper.cache = store
-        wrapper.cache_clear = lambda: store.invalidate_prefix(name)
+        # This function's entries only (exact name): another cached function sharing the
+        # cache under a longer name keeps its own.
+        wrapper.cache_clear = lambda: store._remove_where(
+            lambda k: isinstance(k, _CallKey) and k.name == name
+        )
         return cast(Callable[..., R], wrapper)
 
     return decorate

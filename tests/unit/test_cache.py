@@ -808,3 +808,24 @@ async def test_failed_refresh_keeps_the_old_entry() -> None:
     with pytest.raises(ConnectionError):
         await c.refresh_async("k", factory)
     assert c.get("k") == 1
+
+
+def test_cache_clear_drops_only_its_own_function() -> None:
+    """Two cached functions sharing a cache, one name a prefix of the other: clear is exact."""
+    shared: TTLCache[Any] = TTLCache()
+
+    @cached(cache=shared)
+    def f(x: int) -> int:
+        return x
+
+    @cached(cache=shared)
+    def f2(x: int) -> int:
+        return x * 2
+
+    f(1)
+    f2(1)
+    assert len(shared) == 2
+    f.cache_clear()  # type: ignore[attr-defined]
+    assert len(shared) == 1
+    f2.cache_clear()  # type: ignore[attr-defined]
+    assert len(shared) == 0
