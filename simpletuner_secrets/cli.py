@@ -104,9 +104,14 @@ async def _run(args: argparse.Namespace) -> int:
             for provider in manager.providers:
                 print(f"[{provider.name}]")
                 try:
-                    keys = await _provider_keys(provider)
+                    keys = await asyncio.wait_for(
+                        _provider_keys(provider), manager.provider_timeout
+                    )
                 except SecretsError as exc:
                     print(f"  unavailable: {exc}")
+                    continue
+                except TimeoutError:
+                    print(f"  unavailable: no answer within {manager.provider_timeout:g} s")
                     continue
                 for key in keys or []:
                     print(f"  {key} = {mask(await provider.get(key))}")

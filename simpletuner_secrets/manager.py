@@ -247,8 +247,11 @@ class SecretsManager:
         try:
             factory = _provider_class("aws", "AWSSecretsManagerProvider")
             provider: SecretProvider = factory(config=self.config, environ=environ)
-        except (ConfigurationError, ImportError) as exc:
+        except ImportError as exc:
             logger.debug("aws provider left out: %s", exc)
+            return None
+        except (ConfigurationError, ValueError) as exc:
+            logger.warning("aws provider left out: %s", exc)
             return None
         return provider
 
@@ -260,8 +263,12 @@ class SecretsManager:
         try:
             factory = _provider_class("vault", "HashiCorpVaultProvider")
             provider: SecretProvider = factory(config=self.config, environ=environ)
-        except (ConfigurationError, ImportError) as exc:
+        except ImportError as exc:
             logger.debug("vault provider left out: %s", exc)
+            return None
+        except ConfigurationError as exc:
+            # Configured, but wrongly (an address without a scheme...): say so out loud.
+            logger.warning("vault provider left out: %s", exc)
             return None
         missing: list[str] = getattr(provider, "missing_settings", list)()
         if missing:

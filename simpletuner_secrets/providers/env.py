@@ -96,9 +96,16 @@ class EnvironmentSecretProvider(SecretProvider):
         """The keys this provider has: with a prefix, every variable under it (prefix
         stripped); without one, the known keys that are set."""
         if self.prefix:
-            return sorted(
-                name[len(self.prefix) :]
-                for name, value in self._environ.items()
-                if name.startswith(self.prefix) and len(name) > len(self.prefix) and value
-            )
+            found = []
+            for name, value in self._environ.items():
+                key = name[len(self.prefix) :]
+                if not (value and key and name.startswith(self.prefix)):
+                    continue
+                try:
+                    if normalize_key(key) != key:
+                        continue  # `lower` or `my-token`: get() reads only normalized names
+                except ValueError:
+                    continue
+                found.append(key)
+            return sorted(found)
         return [k for k in KNOWN_KEYS if self.peek(k)]

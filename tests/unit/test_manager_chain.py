@@ -116,3 +116,25 @@ async def test_closed_manager_refuses_writes(tmp_path: Path) -> None:
         await manager.delete_secret("K")
     with pytest.raises(SecretsError, match="closed"):
         await manager.get("K")
+
+
+def test_a_malformed_vault_address_is_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VAULT_ADDR without a scheme: Vault is left out, and a WARNING says why."""
+    caplog.set_level(logging.DEBUG, logger="simpletuner_secrets")
+    manager = SecretsManager(
+        environ={"HOME": str(tmp_path), "VAULT_ADDR": "127.0.0.1:8200", "VAULT_TOKEN": "t0k"}
+    )
+    assert names(manager) == ["env", "file"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("vault provider left out" in r.getMessage() for r in warnings)
+    assert "t0k" not in caplog.text
+
+
+def test_env_keys_lists_only_variables_a_lookup_can_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a prefix, keys() leaves out names a lookup would never read (`lower`, `a-b`)."""
+    provider = EnvironmentSecretProvider(
+        "app", environ={"APP_DB_PASSWORD": "x", "APP_lower": "y", "APP_a-b": "z", "APP_": "w"}
+    )
+    assert provider.keys() == ["DB_PASSWORD"]
