@@ -542,6 +542,11 @@ class TTLCache(Generic[T]):
         finally:
             load.task = None
 
+    def _load_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the async loads in flight (for an owner shutting down)."""
+        with self._lock:
+            return [load.task for load in self._pending.values() if load.task is not None]
+
     # -- introspection -------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:

@@ -385,6 +385,9 @@ class SecretsManager:
     async def _call(self, slot: _Slot, fetch: Callable[[], Awaitable[Any]]) -> Any:
         """Call a provider within ``provider_timeout``, counting calls, errors and latency."""
         stats = slot.stats
+        if self._closed:
+            # A lookup that was in flight when the manager closed: its provider is closed.
+            raise ProviderError(f"{slot.name}: the manager is closed", provider=slot.name)
         start = self._timer()
         try:
             async with _timeout(self.provider_timeout):
@@ -698,10 +701,11 @@ class SecretsManager:
                 await asyncio.to_thread(sync._shutdown)
 
     async def _cancel_background(self) -> None:
-        """Cancel the background refreshes: this loop's awaited, other loops' on their loop."""
+        """Cancel background refreshes and loads in flight, so that no provider is called
+        after it is closed: this loop's are awaited, other loops' cancelled on their loop."""
         current = asyncio.get_running_loop()
         here: list[asyncio.Task[Any]] = []
-        for task in list(self._background):
+        for task in [*self._background, *self._cache._load_tasks()]:
             loop = task.get_loop()
             if loop is current:
                 task.cancel()

@@ -494,3 +494,18 @@ def test_cache_entries_never_show_values_in_a_repr() -> None:
     """The manager's cached entries (documents, values) are left out of their repr."""
     entry = manager_module._Entry({"K": SECRET}, 0.0, 1.0, 0.8)
     assert SECRET not in repr(entry)
+
+
+async def test_aclose_stops_loads_in_flight_so_closed_providers_are_not_called() -> None:
+    """A load left running by a timed-out lookup is cancelled by aclose, never retried."""
+    doc = DocProvider({"K": SECRET}, delay=0.3)
+    m = make(doc)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(m.get("K"), 0.05)
+    assert m._cache.stats()["pending"] == 1
+    await m.aclose()
+    assert m._cache.stats()["pending"] == 0
+    await asyncio.sleep(0.4)
+    assert doc.loads == 1
+    current = asyncio.current_task()
+    assert [t for t in asyncio.all_tasks() if t is not current] == []
