@@ -308,6 +308,9 @@ class SecretsManager:
         value = self._peek(nkey)
         if value is NOT_CACHED:
             value = await self._resolve(nkey)
+            if value is None and self._closed:
+                # Providers skipped because aclose ran meanwhile: not an answer.
+                raise SecretsError("this SecretsManager was closed during the lookup")
         return default if value is None else value
 
     def _peek(self, nkey: str) -> Any:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import CancelledError as FuturesCancelled
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["SyncSecretsManager"]
 
 T = TypeVar("T")
+
+#: How often a blocked caller checks that the background loop still runs.
+_ALIVE_POLL_S = 0.5
 
 
 class _LoopThread:
@@ -46,6 +51,10 @@ class _LoopThread:
 
     def submit(self, coro: Awaitable[T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
+
+    def alive(self) -> bool:
+        """Whether the loop still runs (and so will run what was submitted)."""
+        return self._thread.is_alive() and self.loop.is_running()
 
     def stop(self) -> None:
         if self.loop.is_closed():
@@ -117,7 +126,20 @@ class SyncSecretsManager:
             blocked_loops.set(blocked)  # this task's own context: nothing leaks out
             return await make()
 
-        return runner.submit(call()).result()
+        try:
+            future = runner.submit(call())
+        except RuntimeError:  # its loop closed under us: close() ran meanwhile
+            raise SecretsError("this SecretsManager is closed") from None
+        while True:
+            try:
+                return future.result(timeout=_ALIVE_POLL_S)
+            except FuturesTimeout:
+                if not runner.alive():
+                    # close() stopped the loop before this call ran: it never will.
+                    future.cancel()
+                    raise SecretsError("this SecretsManager was closed during the call") from None
+            except FuturesCancelled:
+                raise SecretsError("this SecretsManager was closed during the call") from None
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """Blocking `SecretsManager.get`."""

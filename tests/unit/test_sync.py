@@ -136,3 +136,31 @@ def test_sync_facade_in_a_subprocess_script_exits_cleanly() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "value-HF_TOKEN"
+
+
+def test_close_while_calls_are_in_flight_never_hangs_them() -> None:
+    """Calls racing close() get their value or a clear SecretsError, within seconds."""
+    m = SecretsManager([SlowDoc({"K": "v"}, delay=1.0)])
+    outcomes: list[object] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(m.sync.get("K"))
+        except SecretsError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.2)
+    m.sync.close()
+    late = threading.Thread(target=call)
+    late.start()
+    for t in [*threads, late]:
+        t.join(10)
+        assert not t.is_alive(), "a sync call hung across close()"
+    assert len(outcomes) == 5
+    for outcome in outcomes:
+        assert outcome == "v" or (isinstance(outcome, SecretsError) and "closed" in str(outcome)), (
+            outcome
+        )
