@@ -11,6 +11,7 @@ import getpass
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import SecretsError
@@ -131,6 +132,9 @@ async def _doctor(manager: SecretsManager) -> int:
         except (SecretsError, TimeoutError) as exc:
             state = f"UNREACHABLE: {exc}"
         configured = "configured" if provider.is_available() else "not configured"
+        path = getattr(provider, "path", None)
+        if isinstance(path, Path) and not path.exists():
+            state += "; the file does not exist yet (`set` creates it)"
         print(f"  {provider.name:<6} {configured}, {state}  {provider!r}")
     names = {p.name for p in manager.providers}
     if "aws" not in names:

@@ -47,6 +47,7 @@ def test_doctor_on_a_fresh_machine_exits_zero(home: Path) -> None:
     out = proc.stdout
     assert "env" in out and "file" in out
     assert "aws    left out" in out and "vault  left out" in out
+    assert "the file does not exist yet" in out
     for key in ("REPLICATE_API_TOKEN", "HF_TOKEN", "CLOUD_WEBHOOK_SECRET"):
         assert key in out
 
