@@ -348,7 +348,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                         f"; no KV v1 fallback after a 403: if {self.mount_point!r} is a KV v1"
                         " mount, set kv_version=1"
                     )
-                raise self._failure(exc, source, hint) from exc
+                raise self._failure(exc, source, hint) from None
             else:
                 self._kv_version = 2
                 data = self._field(self._field(body, source), source)
@@ -362,7 +362,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 raise self._mount_missing(f"HTTP 404 on {source}") from None
             return None, source
         except Exception as exc:
-            raise self._failure(exc, source) from exc
+            raise self._failure(exc, source) from None
         return self._field(body, source), source
 
     def _detect_version(self, client: Any, hvac: Any) -> int:
@@ -375,7 +375,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             # that no such mount exists.
             raise self._mount_missing(f"{type(exc).__name__} on {source}") from None
         except Exception as exc:
-            raise self._failure(exc, source) from exc
+            raise self._failure(exc, source) from None
         info = self._field(body, source)
         if not isinstance(info, Mapping):
             raise ProviderError(

@@ -580,3 +580,42 @@ async def test_manager_builds_and_uses_the_vault_provider(
     assert "vault" not in [p.name for p in manager.providers]
     assert "VAULT_TOKEN" in caplog.text
     await manager.aclose()
+
+
+async def test_an_echoing_error_page_never_reaches_the_error_or_its_traceback(
+    home: Path,
+) -> None:
+    """A proxy error page echoing the request (token header included) is not chained."""
+    import http.server
+    import threading
+    import traceback
+
+    token = "hvs.echoed-token-value-0a1b2c"
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"bad gateway; you sent X-Vault-Token: {self.headers.get('X-Vault-Token')}"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        vault = HashiCorpVaultProvider(url, token, "app", kv_version=2, environ={"HOME": str(home)})
+        with pytest.raises(ProviderError) as info:
+            await vault.get("HF_TOKEN")
+        await vault.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = "".join(traceback.format_exception(info.value))
+    assert "502" in str(info.value)
+    assert token not in text and info.value.__cause__ is None
