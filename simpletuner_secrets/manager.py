@@ -308,9 +308,6 @@ class SecretsManager:
         value = self._peek(nkey)
         if value is NOT_CACHED:
             value = await self._resolve(nkey)
-            if value is None and self._closed:
-                # Providers skipped because aclose ran meanwhile: not an answer.
-                raise SecretsError("this SecretsManager was closed during the lookup")
         return default if value is None else value
 
     def _peek(self, nkey: str) -> Any:
@@ -389,8 +386,9 @@ class SecretsManager:
         """Call a provider within ``provider_timeout``, counting calls, errors and latency."""
         stats = slot.stats
         if self._closed:
-            # A lookup that was in flight when the manager closed: its provider is closed.
-            raise ProviderError(f"{slot.name}: the manager is closed", provider=slot.name)
+            # A lookup in flight when the manager closed: its provider is closed, and this is
+            # no provider failure to skip, so it ends the lookup.
+            raise SecretsError("this SecretsManager was closed during the lookup")
         start = self._timer()
         try:
             async with _timeout(self.provider_timeout):
@@ -488,6 +486,8 @@ class SecretsManager:
             await self._cache.refresh_async(ckey, load)
         except ProviderError as exc:
             self._refresh_failed(slot, entry, exc)
+        except SecretsError:
+            pass  # the manager closed meanwhile: nothing to refresh for
         finally:
             # Also when cancelled (its loop shutting down): a later lookup may refresh again.
             entry.refreshing = False
