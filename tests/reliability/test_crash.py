@@ -128,8 +128,15 @@ def run_writer(
         env=env,
     )
     assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first == "ready\n", (first, proc.stderr.read() if proc.stderr else "")
+    # Byte by byte from the descriptor: a buffered readline() could swallow the first
+    # acknowledged key with "ready", and communicate() reads the descriptor, not that buffer.
+    first = b""
+    while not first.endswith(b"\n"):
+        chunk = os.read(proc.stdout.fileno(), 1)
+        if not chunk:
+            break
+        first += chunk
+    assert first == b"ready\n", (first, proc.stderr.read() if proc.stderr else "")
     killed = False
     if kill_after is not None:
         time.sleep(kill_after)
