@@ -86,7 +86,11 @@ class _Load:
         here = _running_loop()
         for loop, fut in self.waiters:
             if loop is here:
-                _resolve(fut, ok, payload)
+                if not fut.done():  # `_resolve` inlined: a stampede has hundreds of waiters
+                    if ok:
+                        fut.set_result(payload)
+                    else:
+                        fut.set_exception(payload)
             else:
                 try:
                     loop.call_soon_threadsafe(_resolve, fut, ok, payload)
@@ -351,7 +355,7 @@ class TTLCache(Generic[T]):
                 return entry[0], None, False
             self._misses += 1
             load = self._pending.get(key)
-            leader = load is None or _dead(load) or load.loop in avoid
+            leader = load is None or (load.loop is not loop and _dead(load)) or load.loop in avoid
             if leader:
                 load = _Load(loop)
                 self._pending[key] = load
@@ -463,7 +467,36 @@ class TTLCache(Generic[T]):
                     pass
                 self._hits += 1
                 return value
-        return await self._load_async(key, factory, self._ttl(ttl))
+        # The miss path, inlined for the common case (the load runs on this very loop): a
+        # stampede of waiters each pays one future and one suspension, no extra coroutine.
+        seconds = self._ttl(ttl)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            load = self._pending.get(key)
+            if load is not None and load.loop is loop and loop not in blocked_loops.get():
+                # A load in flight on this loop: join it (it cannot be finished, see
+                # `_lookup_or_join`; a value stored since our read is no fresher than it).
+                self._misses += 1
+                self._coalesced += 1
+                load.waiters.append((loop, fut))
+            else:
+                load = None
+        if load is None:
+            value, load, leader = self._lookup_or_join(key, loop, fut)
+            if load is None:
+                return cast(T, value)
+            if leader:
+                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+            elif load.loop is not loop:
+                return await self._wait_retry_async(key, factory, seconds, False, load, fut, loop)
+        try:
+            return cast(T, await fut)
+        except _Abandoned:
+            return await self._load_async(key, factory, seconds)
+        except asyncio.CancelledError:
+            fut.cancel()  # so finish() skips it; a done future is left as it is
+            raise
 
     async def refresh_async(
         self, key: Hashable, factory: Callable[[], Awaitable[T]], ttl: float | None = None
@@ -495,17 +528,37 @@ class TTLCache(Generic[T]):
         force: bool = False,
     ) -> T:
         loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        value, load, leader = self._lookup_or_join(key, loop, fut, force)
+        if load is None:
+            return cast(T, value)
+        if leader:
+            load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+        return await self._wait_retry_async(key, factory, seconds, force, load, fut, loop)
+
+    async def _wait_retry_async(
+        self,
+        key: Hashable,
+        factory: Callable[[], Awaitable[T]],
+        seconds: float,
+        force: bool,
+        load: _Load,
+        fut: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> T:
+        """Wait for ``load`` (joined with ``fut``); if it is abandoned, look up or load again."""
         while True:
-            fut = loop.create_future()
-            value, load, leader = self._lookup_or_join(key, loop, fut, force)
-            if load is None:
-                return cast(T, value)
-            if leader:
-                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
             try:
                 return cast(T, await self._wait_async(load, fut, loop))
             except _Abandoned:
-                continue
+                pass
+            fut = loop.create_future()
+            value, next_load, leader = self._lookup_or_join(key, loop, fut, force)
+            if next_load is None:
+                return cast(T, value)
+            load = next_load
+            if leader:
+                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
 
     @staticmethod
     async def _wait_async(

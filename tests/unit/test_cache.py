@@ -386,6 +386,50 @@ async def test_cancelling_the_first_waiter_does_not_cancel_the_load() -> None:
     assert c.get("k") == "v"
 
 
+async def test_waiters_of_a_cancelled_load_on_their_loop_load_again() -> None:
+    """A load task cancelled under its waiters (an owner shutting down) is abandoned, not
+    reported: waiters on the same loop, leader included, start one new load and get its value."""
+    c: TTLCache[str] = TTLCache()
+    calls = 0
+    first_started = asyncio.Event()
+
+    async def factory() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_started.set()
+            await asyncio.sleep(10)
+        await asyncio.sleep(0.01)
+        return f"v{calls}"
+
+    waiters = [asyncio.create_task(c.get_or_set_async("k", factory)) for _ in range(20)]
+    await first_started.wait()
+    (load,) = c._load_tasks()
+    load.cancel()
+    assert await asyncio.gather(*waiters) == ["v2"] * 20
+    assert calls == 2
+    assert c.stats()["loads"] == 2
+
+
+async def test_a_miss_joins_a_refresh_in_flight_on_its_loop() -> None:
+    """A miss while a forced refresh of the key is loading waits for that refresh."""
+    c: TTLCache[str] = TTLCache()
+    calls = 0
+
+    async def factory() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return f"v{calls}"
+
+    refresh = asyncio.create_task(c.refresh_async("k", factory))
+    await asyncio.sleep(0)
+    assert await c.get_or_set_async("k", factory) == "v1"
+    assert await refresh == "v1"
+    assert calls == 1
+    assert c.stats()["coalesced"] == 1
+
+
 async def test_cancelling_every_waiter_still_stores_the_result() -> None:
     """With all waiters cancelled the load finishes and warms the cache, leaving no task."""
     c: TTLCache[str] = TTLCache()
