@@ -15,22 +15,33 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from _harness import Target, finish, machine, on_loop, parse_args, print_table, round_robin
+from _harness import (
+    RECORDED,
+    Target,
+    finish,
+    machine,
+    on_loop,
+    parse_args,
+    print_table,
+    round_robin,
+)
 
 from simpletuner_secrets import EnvironmentSecretProvider, FileSecretProvider, SecretProvider
 
 OPS = 20_000
 KEYS = [f"BENCH_PROVIDER_KEY_{i}" for i in range(20)]
 VALUE = "bench-provider-value-0123456789"
+#: Stampedes per round on a warm client, each beside one single get and the references.
+STAMPEDES = 15
 
 
 def bench_file_vs_env(rounds: int) -> float:
@@ -86,6 +97,7 @@ class Stampede:
     one: float  # one get on a warm client, document forgotten: one request's latency
     wall: float  # 200 concurrent gets of 20 keys on the same warm client
     floor: float  # asyncio.gather of 200 no-op coroutines: the event loop's own share
+    bare: float  # 200 tasks sharing one load with no cache at all: a future each, one request
     one_fresh: float  # one get on a new provider (client creation included)
     wall_fresh: float  # 200 concurrent gets on a new provider
 
@@ -99,43 +111,85 @@ async def stampede(
         return None
 
     probe = make()
+    samples: dict[str, list[float]] = {"one": [], "wall": [], "floor": [], "bare": []}
+
+    async def timed(field: str, awaitable: Awaitable[Any]) -> Any:
+        start = time.perf_counter()
+        result = await awaitable
+        samples[field].append(time.perf_counter() - start)
+        return result
+
+    requests = 0
     try:
         await probe.get(KEYS[0])
-        singles = []
-        for _ in range(7):
+        # Interleaved, so that every measure sees the same state of the machine.
+        for _ in range(STAMPEDES):
             probe.invalidate()  # type: ignore[attr-defined]
-            start = time.perf_counter()
-            await probe.get(KEYS[0])
-            singles.append(time.perf_counter() - start)
-        probe.invalidate()  # type: ignore[attr-defined]
-        before = count_requests()
-        start = time.perf_counter()
-        values = await asyncio.gather(*(probe.get(KEYS[i % 20]) for i in range(200)))
-        wall = time.perf_counter() - start
-        requests = count_requests() - before
-        assert values == [VALUE] * 200, "wrong values"
-        start = time.perf_counter()
-        await asyncio.gather(*(noop() for _ in range(200)))
-        floor = time.perf_counter() - start
+            await timed("one", probe.get(KEYS[0]))
+            probe.invalidate()  # type: ignore[attr-defined]
+            before = count_requests()
+            gets = asyncio.gather(*(probe.get(KEYS[i % 20]) for i in range(200)))
+            values = await timed("wall", gets)
+            requests = max(requests, count_requests() - before)
+            assert values == [VALUE] * 200, "wrong values"
+            await timed("floor", asyncio.gather(*(noop() for _ in range(200))))
+            await timed("bare", bare_single_flight(probe))
     finally:
         await probe.aclose()
 
-    fresh = make()
-    start = time.perf_counter()
-    await fresh.get(KEYS[0])
-    one_fresh = time.perf_counter() - start
-    await fresh.aclose()
-    fresh = make()
-    start = time.perf_counter()
-    await asyncio.gather(*(fresh.get(KEYS[i % 20]) for i in range(200)))
-    wall_fresh = time.perf_counter() - start
-    await fresh.aclose()
-    return Stampede(requests, statistics.median(singles), wall, floor, one_fresh, wall_fresh)
+    # A new provider pays for its client (botocore's model, hvac's session): fewer samples.
+    fresh_one, fresh_wall = [], []
+    for _ in range(3):
+        fresh = make()
+        start = time.perf_counter()
+        await fresh.get(KEYS[0])
+        fresh_one.append(time.perf_counter() - start)
+        await fresh.aclose()
+        fresh = make()
+        start = time.perf_counter()
+        await asyncio.gather(*(fresh.get(KEYS[i % 20]) for i in range(200)))
+        fresh_wall.append(time.perf_counter() - start)
+        await fresh.aclose()
+    med = statistics.median
+    return Stampede(
+        requests,
+        med(samples["one"]),
+        med(samples["wall"]),
+        med(samples["floor"]),
+        med(samples["bare"]),
+        med(fresh_one),
+        med(fresh_wall),
+    )
 
 
-def bench_remote(rounds: int) -> dict[str, tuple[int, float, float]]:
+async def bare_single_flight(provider: SecretProvider) -> None:
+    """The least any coalescing cache can cost: 200 tasks, the first starts one load in a task
+    of its own, each awaits a future of its own, the load resolves them all. No cache, no lock,
+    no key handling, no statistics."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[Any]] = []
+    loads: list[asyncio.Task[None]] = []
+
+    async def load() -> None:
+        document = await provider.load_document()  # type: ignore[attr-defined]
+        for future in futures:
+            future.set_result(document)
+
+    async def caller(key: str) -> str | None:
+        if not loads:
+            loads.append(loop.create_task(load()))
+        future = loop.create_future()
+        futures.append(future)
+        document = await future
+        return cast(Mapping[str, str], document).get(key)
+
+    values = await asyncio.gather(*(caller(KEYS[i % 20]) for i in range(200)))
+    assert values == [VALUE] * 200, "wrong values"
+
+
+def bench_remote(rounds: int) -> dict[str, tuple[int, float, float, float]]:
     """Start both servers, seed one document each, measure the stampede on each."""
-    out: dict[str, tuple[int, float, float]] = {}
+    out: dict[str, tuple[int, float, float, float]] = {}
     stack = contextlib.ExitStack()
     with stack:
         _bench_remote(remote_contenders(stack), rounds, out)
@@ -145,14 +199,15 @@ def bench_remote(rounds: int) -> dict[str, tuple[int, float, float]]:
 def _bench_remote(
     runs: dict[str, Callable[[], Awaitable[Stampede]]],
     rounds: int,
-    out: dict[str, tuple[int, float, float]],
+    out: dict[str, tuple[int, float, float, float]],
 ) -> None:
     print("\n### 200 concurrent cold gets of 20 keys, one back-end each\n")
     print(
         "| back-end | requests | one request | 200 gets | ratio | asyncio floor for 200 tasks "
-        "| ratio less the floor | new provider: one get | new provider: 200 gets | ratio |"
+        "| bare single-flight, no cache | its ratio "
+        "| new provider: one get | new provider: 200 gets | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, run in runs.items():
         samples = [asyncio.run(run()) for _ in range(max(5, rounds // 2))]
 
@@ -160,15 +215,24 @@ def _bench_remote(
             return statistics.median(getattr(s, field) for s in samples)
 
         requests = max(s.requests for s in samples)
-        one, wall, floor = med("one"), med("wall"), med("floor")
+        one, wall, floor, bare = med("one"), med("wall"), med("floor"), med("bare")
         one_fresh, wall_fresh = med("one_fresh"), med("wall_fresh")
         print(
             f"| {name} | {requests} | {one * 1e3:.1f} ms | {wall * 1e3:.1f} ms "
-            f"| {wall / one:.2f}x | {floor * 1e3:.1f} ms | {(wall - floor) / one:.2f}x "
+            f"| {wall / one:.2f}x | {floor * 1e3:.1f} ms | {bare * 1e3:.1f} ms "
+            f"| {bare / one:.2f}x "
             f"| {one_fresh * 1e3:.1f} ms | {wall_fresh * 1e3:.1f} ms "
             f"| {wall_fresh / one_fresh:.2f}x |"
         )
-        out[name] = (requests, wall / one, wall_fresh / one_fresh)
+        out[name] = (requests, wall / one, wall_fresh / one_fresh, bare / one)
+        RECORDED[f"200 concurrent cold gets, {name} (ms)"] = {
+            "one request": one * 1e3,
+            "200 gets": wall * 1e3,
+            "asyncio floor for 200 tasks": floor * 1e3,
+            "bare single-flight, no cache": bare * 1e3,
+            "new provider: one get": one_fresh * 1e3,
+            "new provider: 200 gets": wall_fresh * 1e3,
+        }
 
 
 def remote_contenders(
@@ -247,10 +311,11 @@ def main() -> int:
     targets: list[tuple[Target, float]] = [
         (Target("warm file get vs env get", 2.0), file_ratio),
     ]
-    for name, (requests, warm, fresh) in bench_remote(args.rounds).items():
+    for name, (requests, warm, fresh, bare) in bench_remote(args.rounds).items():
         targets.append((Target(f"{name}: back-end requests for 200 cold gets", 1), requests))
         targets.append((Target(f"{name}: 200 cold gets vs one get, new provider", 1.5), fresh))
         targets.append((Target(f"{name}: 200 cold gets vs one request, warm client", 1.5), warm))
+        del bare  # a reference, not a target: recorded with the stampede table
     return finish("bench_providers", args, targets)
 
 
