@@ -33,7 +33,9 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
     A field named ``hf_token`` (or aliased ``HF_TOKEN``, ``hf-token``) reads the key
     ``HF_TOKEN``; a field whose secret is absent is left to the other sources and the
     default. ``SecretStr`` fields get the value wrapped as usual; list, dict and model fields
-    are decoded from JSON text like environment values. Lookups use the blocking facade
+    are decoded from JSON text like environment values (a nested model is one secret named
+    after its field). The settings' ``env_prefix`` is not applied: secrets keep their own
+    names. Lookups use the blocking facade
     (``manager.sync.get``), so settings load in scripts and inside a running event loop alike.
 
     Args:

@@ -188,6 +188,45 @@ def test_malformed_json_for_a_complex_field_does_not_quote_it(
     assert info.value.__cause__ is None
 
 
+def test_env_prefix_is_not_applied_and_a_model_field_is_one_json_secret() -> None:
+    """Secrets keep their own names whatever the settings' env_prefix; a nested model field
+    reads one secret named after the field, holding the model as JSON."""
+    from pydantic import BaseModel
+
+    class Database(BaseModel):
+        url: str
+        pool: int = 5
+
+    class Settings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="APP_")
+
+        hf_token: SecretStr
+        database: Database
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (SecretsManagerSettingsSource(settings_cls, manager),)
+
+    provider = InMemorySecretProvider(
+        {
+            "HF_TOKEN": HF_VALUE,
+            "APP_HF_TOKEN": "prefixed-name-not-read",
+            "DATABASE": json.dumps({"url": "postgres://db", "pool": 9}),
+        }
+    )
+    with opened(SecretsManager([provider])) as manager:
+        settings: Any = Settings()
+    assert settings.hf_token.get_secret_value() == HF_VALUE
+    assert settings.database == Database(url="postgres://db", pool=9)
+
+
 def test_missing_pydantic_settings_names_the_extra() -> None:
     """Without pydantic-settings installed, importing the integration names the extra."""
     code = (
