@@ -111,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
                 except SecretsError as exc:
                     print(f"  unavailable: {exc}")
                     continue
-                except TimeoutError:
+                except asyncio.TimeoutError:  # TimeoutError itself from 3.11; its own class on 3.10
                     print(f"  unavailable: no answer within {manager.provider_timeout:g} s")
                     continue
                 for key in keys or []:
@@ -129,8 +129,10 @@ async def _doctor(manager: SecretsManager) -> int:
         try:
             await asyncio.wait_for(provider.get(KNOWN_KEYS[0]), manager.provider_timeout)
             state = f"reachable, {(time.perf_counter() - start) * 1000:.1f} ms"
-        except (SecretsError, TimeoutError) as exc:
+        except SecretsError as exc:
             state = f"UNREACHABLE: {exc}"
+        except asyncio.TimeoutError:  # TimeoutError itself from 3.11; its own class on 3.10
+            state = f"UNREACHABLE: no answer within {manager.provider_timeout:g} s"
         configured = "configured" if provider.is_available() else "not configured"
         path = getattr(provider, "path", None)
         if isinstance(path, Path) and not path.exists():
@@ -153,7 +155,16 @@ async def _doctor(manager: SecretsManager) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Not argparse's own message, which repeats them: one may be a value typed after
+        # `set KEY`.
+        print(
+            f"error: {len(extra)} unexpected argument(s) after the command; "
+            "`set` reads the value from stdin or a prompt, never from the command line",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         return asyncio.run(_run(args))
     except (SecretsError, ValueError) as exc:

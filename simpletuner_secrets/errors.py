@@ -45,6 +45,15 @@ class SecretFileError(ProviderError):
         self.path = Path(path)
         self.line = line
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # `path` is keyword-only, so the default (class, args) rebuild would fail: pickling
+        # (process pools, multiprocessing) and copy.copy go through this instead.
+        return (_rebuild_file_error, (str(self), self.path, self.line), self.__dict__)
+
+
+def _rebuild_file_error(message: str, path: Path, line: int | None) -> SecretFileError:
+    return SecretFileError(message, path=path, line=line)
+
 
 class ConfigurationError(SecretsError):
     """Settings are missing, partial or contradictory (a Vault URL without a token, say)."""

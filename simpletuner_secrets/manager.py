@@ -390,30 +390,34 @@ class SecretsManager:
             # no provider failure to skip, so it ends the lookup.
             raise SecretsError("this SecretsManager was closed during the lookup")
         start = self._timer()
+        failure: ProviderError | None = None
         try:
             async with _timeout(self.provider_timeout):
                 result = await fetch()
         except TimeoutError:
             stats.errors += 1
             stats.timeouts += 1
-            raise ProviderError(
+            failure = ProviderError(
                 f"{slot.name}: no answer within {self.provider_timeout:g} s", provider=slot.name
-            ) from None
+            )
         except ProviderError:
             stats.errors += 1
             raise
         except Exception as exc:
             stats.errors += 1
             # A custom provider broke its contract; name the failure, not its message
-            # (which might quote a value).
-            raise ProviderError(
+            # (which might quote a value). Raised below, outside this handler, so that the
+            # provider's exception is not even its context.
+            failure = ProviderError(
                 f"{slot.name}: failed with {type(exc).__name__}", provider=slot.name
-            ) from None
+            )
         finally:
             elapsed = self._timer() - start
             stats.calls += 1
             stats.total_latency_s += elapsed
             stats.last_latency_s = elapsed
+        if failure is not None:
+            raise failure
         if stats.failing:
             stats.failing = False
             logger.info("provider %s answers again", slot.name)

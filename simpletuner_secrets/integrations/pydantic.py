@@ -102,11 +102,15 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
                 ) from exc
             if value is None:
                 continue
+            parsed = True
             try:
                 data[key] = self.prepare_field_value(field_name, field, value, is_complex)
             except ValueError:
-                # The decode error's text may quote the value: name the field only.
+                parsed = False
+            if not parsed:
+                # Raised outside the handler: the decode error holds the value (its `doc`);
+                # name the field only.
                 raise SettingsError(
                     f'error parsing value for field "{field_name}" from source "{source}"'
-                ) from None
+                )
         return data

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import importlib.util
 import json
 import logging
@@ -279,14 +280,22 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                     f"aws: {source} has neither SecretString nor SecretBinary",
                     provider=self.name,
                 )
+            # Errors are raised after their handlers: the decode errors hold the whole secret
+            # (UnicodeDecodeError.object, JSONDecodeError.doc), which must not ride along as
+            # the context of ours.
+            decoded: str | None = None
+            position = 0
             try:
-                text = bytes(binary).decode("utf-8")
+                decoded = bytes(binary).decode("utf-8")
             except UnicodeDecodeError as exc:
                 position = exc.start
+            if decoded is None:
                 raise ProviderError(
                     f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {position})",
                     provider=self.name,
-                ) from None
+                )
+            text = decoded
+        where: str | None = None
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -295,10 +304,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 if isinstance(exc, json.JSONDecodeError)
                 else ""
             )
+        if where is not None:
             raise ProviderError(
                 f"aws: {source} is not valid JSON{where}; it must hold one JSON object",
                 provider=self.name,
-            ) from None
+            )
         return document_from_mapping(data, provider=self.name, source=source)
 
     # -- clients -----------------------------------------------------------------------
@@ -317,6 +327,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                         name=f"simpletuner-secrets aws client {id(self):x}",
                     )
                     self._clients[loop] = entry
+                    # A keeper cancelled before its first step (aclose right after a lookup
+                    # began) never runs its body: its waiters are told here, not left hanging.
+                    entry.task.add_done_callback(functools.partial(self._keeper_done, entry))
         ready = entry.ready
         if not ready.done():
             # shield: a caller cancelled while the client opens must not cancel it for the others.
@@ -339,12 +352,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 ready.set_result(client)
                 await asyncio.Event().wait()  # held open until cancelled
         except asyncio.CancelledError:
-            self._fail(
-                entry,
-                ProviderError(
-                    "aws: the provider was closed while its client opened", provider="aws"
-                ),
-            )
+            self._fail(entry, _closed_while_opening())
             raise
         except ProviderError as exc:
             self._fail(entry, exc)
@@ -354,6 +362,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             with self._lock:
                 if self._clients.get(entry.loop) is entry:
                     del self._clients[entry.loop]
+
+    def _keeper_done(self, entry: _LoopClient, task: asyncio.Task[None]) -> None:
+        self._fail(entry, _closed_while_opening())
 
     def _fail(self, entry: _LoopClient, exc: ProviderError) -> None:
         with self._lock:
@@ -452,6 +463,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 "aws: a client on another event loop did not close within %.0f s",
                 CLOSE_OTHER_LOOP_TIMEOUT_S,
             )
+
+
+def _closed_while_opening() -> ProviderError:
+    return ProviderError("aws: the provider was closed while its client opened", provider="aws")
 
 
 def _error_code(exc: BaseException) -> str | None:

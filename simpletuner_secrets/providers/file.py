@@ -37,7 +37,7 @@ RECHECK_S = 1.0
 _TMP_MARK = ".tmp-"
 _STR_TAG = "tag:yaml.org,2002:str"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-_Signature = tuple[int, int, int]
+_Signature = tuple[int, int, int, int]
 
 # Reads and writes get limiters of their own, so a writer blocked on another process's lock
 # cannot starve reads.
@@ -99,6 +99,44 @@ _TextLoader.yaml_implicit_resolvers = {
 }
 
 
+class _Verbatim(str):
+    """A top-level number or timestamp of a file being rewritten, as the text it was written.
+
+    A rewrite must change only the key written: PyYAML would turn ``0123`` into ``83``,
+    ``1.50`` into ``1.5`` and reformat a timestamp, and reads answer the text written.
+    """
+
+    __slots__ = ("tag",)
+    tag: str
+
+    def __new__(cls, text: str, tag: str) -> _Verbatim:
+        kept = super().__new__(cls, text)
+        kept.tag = tag
+        return kept
+
+
+_VERBATIM_PREFIX = "tag:simpletuner-secrets,2026:verbatim:"
+_VERBATIM_TAGS = (*_NUMBER_TAGS, "tag:yaml.org,2002:timestamp")
+
+
+class _RewriteLoader(_StrictLoader):
+    """The loader of a rewrite: native values, but top-level numbers and timestamps verbatim."""
+
+    def construct_document(self, node: Any) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            for _, value_node in node.value:
+                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _VERBATIM_TAGS:
+                    value_node.tag = _VERBATIM_PREFIX + value_node.tag
+        return super().construct_document(node)
+
+
+def _construct_verbatim(loader: Any, tag: str, node: Any) -> _Verbatim:
+    return _Verbatim(node.value, tag)
+
+
+_RewriteLoader.add_multi_constructor(_VERBATIM_PREFIX, _construct_verbatim)
+
+
 class _Dumper(yaml.SafeDumper):
     """The safe dumper, except that a string holding NEL (U+0085) is always double-quoted.
 
@@ -115,12 +153,26 @@ class _Dumper(yaml.SafeDumper):
         return analysis
 
 
+def _represent_verbatim(dumper: Any, data: _Verbatim) -> Any:
+    return dumper.represent_scalar(data.tag, str(data))
+
+
+_Dumper.add_representer(_Verbatim, _represent_verbatim)
+
+
+def _again(failure: SecretFileError) -> SecretFileError:
+    """A new error like ``failure``, so that raising it again adds nothing to the first."""
+    return SecretFileError(str(failure), path=failure.path, line=failure.line)
+
+
 def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
 
 def _signature(st: os.stat_result) -> _Signature:
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    # ctime too: a rewrite that keeps the size and sets the old mtime back (rsync -t --inplace,
+    # `touch -r`) still moves the ctime, which no user call can set.
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 class FileSecretProvider(DocumentSecretProvider):
@@ -181,6 +233,9 @@ class FileSecretProvider(DocumentSecretProvider):
         self._document: dict[str, str] | None = None
         self._signature: _Signature | None = None
         self._bad_signature: _Signature | None = None
+        # With no good document yet: the last failure, kept for a second like a document (and
+        # for as long as the file's signature is `_bad_signature`) instead of a parse per get.
+        self._failure: SecretFileError | None = None
         self._fresh_until = float("-inf")
         # Bumped by every write, so that a read that started before it cannot overwrite it.
         self._generation = 0
@@ -238,8 +293,12 @@ class FileSecretProvider(DocumentSecretProvider):
                 was read before.
         """
         document = self._document
-        if document is not None and self._timer() < self._fresh_until:
-            return document
+        if self._timer() < self._fresh_until:
+            if document is not None:
+                return document
+            failure = self._failure
+            if failure is not None:
+                raise _again(failure)
         # ttl 0: the cache only coalesces the load in flight; freshness is tracked here.
         return await self._document_cache.get_or_set_async("document", self.load_document, 0)
 
@@ -275,6 +334,19 @@ class FileSecretProvider(DocumentSecretProvider):
         return await anyio.to_thread.run_sync(self._refresh, limiter=read_limiter)
 
     def _refresh(self) -> dict[str, str]:
+        try:
+            return self._check_and_parse()
+        except SecretFileError as exc:
+            with self._state_lock:
+                if self._document is None:
+                    # No good document to serve: remember the failure for a second, so that
+                    # lookups meanwhile neither stat nor parse the file again.
+                    self._failure = exc
+                    self._reparse = False
+                    self._fresh_until = self._timer() + RECHECK_S
+            raise
+
+    def _check_and_parse(self) -> dict[str, str]:
         with self._state_lock:
             generation = self._generation
         path = self.path
@@ -296,6 +368,14 @@ class FileSecretProvider(DocumentSecretProvider):
             ):
                 self._fresh_until = self._timer() + RECHECK_S
                 return last
+            failure = self._failure
+            if (
+                last is None
+                and failure is not None
+                and not self._reparse
+                and signature == self._bad_signature
+            ):
+                raise _again(failure)  # the same malformed file: not parsed again
         try:
             document, signature = self._read_document(path, st)
         except SecretFileError as exc:
@@ -311,6 +391,7 @@ class FileSecretProvider(DocumentSecretProvider):
             self._fresh_until = float("-inf")
             self._reparse = True
             self._bad_signature = None
+            self._failure = None
         self._document_cache.clear()
 
     def _commit(
@@ -322,6 +403,7 @@ class FileSecretProvider(DocumentSecretProvider):
             self._document = document
             self._signature = signature
             self._bad_signature = None
+            self._failure = None
             self._reparse = False
             self._fresh_until = self._timer() + RECHECK_S
             return document
@@ -330,6 +412,7 @@ class FileSecretProvider(DocumentSecretProvider):
         with self._state_lock:
             last = self._document
             if last is None or self._signature is None:
+                self._bad_signature = signature  # `_refresh` keeps the failure with it
                 raise exc
             self._bad_signature = signature
             self._reparse = False
@@ -497,6 +580,7 @@ class FileSecretProvider(DocumentSecretProvider):
                 self._document = document
                 self._signature = signature
                 self._bad_signature = None
+                self._failure = None
                 self._fresh_until = self._timer() + RECHECK_S
         return True
 
@@ -604,16 +688,18 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     """
     kind = "YAML" if _is_yaml(path) else "JSON"
     try:
-        text = raw.decode("utf-8-sig")
+        text: str | None = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise SecretFileError(f"secrets file {path} is not UTF-8 text", path=path) from None
+        text = None  # raised below, outside the handler: the decode error holds the whole file
+    if text is None:
+        raise SecretFileError(f"secrets file {path} is not UTF-8 text", path=path)
     if not text.strip():
         return {}
     line: int | None = None
     reason = "is not valid " + kind
     try:
         if kind == "YAML":
-            loader = _TextLoader if text_scalars else _StrictLoader
+            loader = _TextLoader if text_scalars else _RewriteLoader
             data = yaml.load(text, Loader=loader)
             return {} if data is None else data
         return json.loads(text)
@@ -627,6 +713,9 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         line = mark.line + 1 if mark is not None else None
     except RecursionError:
         reason = f"is nested too deeply to be valid {kind}"
+    except yaml.reader.ReaderError as exc:  # a control character: not a MarkedYAMLError
+        reason = "is not valid YAML: it holds a character YAML does not allow"
+        line = text.count("\n", 0, exc.position) + 1
     except (yaml.YAMLError, ValueError):
         pass
     where = f" at line {line}" if line is not None else ""

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -113,6 +114,35 @@ def _no_route(exc: Exception) -> bool:
     # Vault answers a path under a mount that does not exist with 404 "no handler for route".
     errors = getattr(exc, "errors", None) or []
     return any("no handler for route" in str(error) for error in errors)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """What a failed hvac request tells us, without hvac's exception.
+
+    hvac's errors carry the server's answer, which can be an error page echoing the request
+    (the token header included): the provider's own errors are raised outside any handler of
+    them, so that not even ``__context__`` holds one.
+    """
+
+    name: str  # the exception's class name (``Forbidden``, ``ConnectionError``, ...)
+    not_found: bool  # HTTP 404
+    forbidden: bool  # HTTP 403
+    no_route: bool  # a 404 saying that no mount serves the path
+
+
+def _request(client: Any, hvac: Any, source: str) -> tuple[Any, _Refusal | None]:
+    """GET ``/v1/<source>``: the response body, or what the failure was."""
+    try:
+        return client.adapter.get(f"/v1/{quote(source)}"), None
+    except Exception as exc:
+        refusal = _Refusal(
+            name=type(exc).__name__,
+            not_found=isinstance(exc, hvac.exceptions.InvalidPath),
+            forbidden=isinstance(exc, hvac.exceptions.Forbidden),
+            no_route=_no_route(exc),
+        )
+    return None, refusal
 
 
 class HashiCorpVaultProvider(DocumentSecretProvider):
@@ -328,54 +358,49 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         """
         hvac = _import_hvac()
         client = self._client_or_create()
-        not_found = hvac.exceptions.InvalidPath
         version = self._kv_version
         if version != 1:
             source = f"{self.mount_point}/data/{self.path}"
-            try:
-                body = client.adapter.get(f"/v1/{quote(source)}")
-            except not_found as exc:
-                if _no_route(exc):
-                    raise self._mount_missing(f"HTTP 404 on {source}") from None
-                if version is None:
-                    version = self._detect_version(client, hvac)
-                if version == 2:
-                    return None, source
-            except Exception as exc:
-                hint = ""
-                if version is None and _STATUS.get(type(exc).__name__) == 403:
-                    hint = (
-                        f"; no KV v1 fallback after a 403: if {self.mount_point!r} is a KV v1"
-                        " mount, set kv_version=1"
-                    )
-                raise self._failure(exc, source, hint) from None
-            else:
+            body, refusal = _request(client, hvac, source)
+            if refusal is None:
                 self._kv_version = 2
                 data = self._field(self._field(body, source), source)
                 # None: the latest version was deleted or destroyed, so no secret is there now.
                 return data, source
+            if not refusal.not_found:
+                hint = ""
+                if version is None and _STATUS.get(refusal.name) == 403:
+                    hint = (
+                        f"; no KV v1 fallback after a 403: if {self.mount_point!r} is a KV v1"
+                        " mount, set kv_version=1"
+                    )
+                raise self._failure(refusal.name, source, hint)
+            if refusal.no_route:
+                raise self._mount_missing(f"HTTP 404 on {source}")
+            if version is None:
+                version = self._detect_version(client, hvac)
+            if version == 2:
+                return None, source
         source = f"{self.mount_point}/{self.path}"
-        try:
-            body = client.adapter.get(f"/v1/{quote(source)}")
-        except not_found as exc:
-            if _no_route(exc):
-                raise self._mount_missing(f"HTTP 404 on {source}") from None
-            return None, source
-        except Exception as exc:
-            raise self._failure(exc, source) from None
-        return self._field(body, source), source
+        body, refusal = _request(client, hvac, source)
+        if refusal is None:
+            return self._field(body, source), source
+        if not refusal.not_found:
+            raise self._failure(refusal.name, source)
+        if refusal.no_route:
+            raise self._mount_missing(f"HTTP 404 on {source}")
+        return None, source
 
     def _detect_version(self, client: Any, hvac: Any) -> int:
         """Ask Vault for the mount's KV version after a 404 on the v2 path, and remember it."""
         source = f"sys/internal/ui/mounts/{self.mount_point}"
-        try:
-            body = client.adapter.get(f"/v1/{quote(source)}")
-        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath) as exc:
-            # The data path answered 404, so the token may use the mount: a refusal here means
-            # that no such mount exists.
-            raise self._mount_missing(f"{type(exc).__name__} on {source}") from None
-        except Exception as exc:
-            raise self._failure(exc, source) from None
+        body, refusal = _request(client, hvac, source)
+        if refusal is not None:
+            if refusal.forbidden or refusal.not_found:
+                # The data path answered 404, so the token may use the mount: a refusal here
+                # means that no such mount exists.
+                raise self._mount_missing(f"{refusal.name} on {source}")
+            raise self._failure(refusal.name, source)
         info = self._field(body, source)
         if not isinstance(info, Mapping):
             raise ProviderError(
@@ -403,8 +428,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             provider=self.name,
         )
 
-    def _failure(self, exc: Exception, source: str, hint: str = "") -> ProviderError:
-        name = type(exc).__name__
+    def _failure(self, name: str, source: str, hint: str = "") -> ProviderError:
         status = _STATUS.get(name)
         cause = f"{name} (HTTP {status})" if status is not None else name
         if "SSL" in name:

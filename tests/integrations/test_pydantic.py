@@ -186,6 +186,7 @@ def test_malformed_json_for_a_complex_field_does_not_quote_it(
         settings_class(override_secrets.manager)()
     assert "sk_oops" not in str(info.value)
     assert info.value.__cause__ is None
+    assert info.value.__context__ is None  # the JSON error (its `doc` is the value) stays behind
 
 
 def test_env_prefix_is_not_applied_and_a_model_field_is_one_json_secret() -> None:

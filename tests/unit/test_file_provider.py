@@ -634,11 +634,16 @@ async def test_corruption_keeps_last_good_document_and_deletion_empties(
 
 
 async def test_corruption_before_any_good_read_raises_every_time(tmp_path: Path) -> None:
-    """With no good document ever read, a malformed file raises on every lookup."""
+    """With no good document ever read, a malformed file raises on every lookup; like a
+    document, the failure is re-checked at most once a second, and a fix is then seen."""
     clock = Clock()
     p = FileSecretProvider(write(tmp_path / "s.json", "{"), timer=clock)
     for _ in range(2):
-        with pytest.raises(SecretFileError):
+        with pytest.raises(SecretFileError, match="line 1"):
             await p.get("A")
     write(tmp_path / "s.json", '{"A": "fixed"}')
+    with pytest.raises(SecretFileError):
+        await p.get("A")  # within the second: the failure stands
+    clock.now += 1.0
     assert await p.get("A") == "fixed"
+    assert p.parses == 2
