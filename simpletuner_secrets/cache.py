@@ -114,7 +114,7 @@ class TTLCache(Generic[T]):
         max_size: Most entries held; inserting a new key at capacity evicts the least recently
             used one.
         cleanup_interval: Expired entries are purged at least this often while the cache is
-            written to or missed.
+            written to or read (a miss checks).
         timer: Monotonic clock returning seconds; inject a fake one in tests.
 
     Raises:
@@ -178,6 +178,8 @@ class TTLCache(Generic[T]):
             value, expires = self._data[key]
         except KeyError:
             self._misses += 1
+            if self._timer() >= self._next_cleanup:
+                self.purge_expired()  # a cache that is only read still sheds expired entries
             return default
         if expires > self._timer():
             try:
@@ -189,6 +191,22 @@ class TTLCache(Generic[T]):
         self._expire(key)
         self._misses += 1
         return default
+
+    def _touch(self, key: Hashable) -> T | None:
+        """The live value for ``key`` (recency refreshed, counted as a hit), else None with
+        nothing counted: for an owner whose miss is counted by the load that follows."""
+        try:
+            value, expires = self._data[key]
+        except KeyError:
+            return None
+        if expires <= self._timer():
+            return None
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            pass
+        self._hits += 1
+        return value
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -228,6 +246,9 @@ class TTLCache(Generic[T]):
         """
         seconds = self._ttl(ttl)
         with self._lock:
+            # A load of the key in flight is older than this value: it must not overwrite it
+            # (its waiters still get its result).
+            self._pending.pop(key, None)
             self._store(key, value, seconds)
 
     def _store(self, key: Hashable, value: T, seconds: float) -> None:
@@ -247,10 +268,13 @@ class TTLCache(Generic[T]):
 
     def _expire(self, key: Hashable) -> None:
         with self._lock:
+            now = self._timer()
             entry = self._data.get(key)
-            if entry is not None and entry[1] <= self._timer():
+            if entry is not None and entry[1] <= now:
                 del self._data[key]
                 self._expirations += 1
+            if now >= self._next_cleanup:
+                self._purge(now)
 
     def _purge(self, now: float) -> int:
         # Caller holds the lock.
@@ -455,6 +479,8 @@ class TTLCache(Generic[T]):
             ValueError: ``ttl`` is negative.
             Exception: Whatever the factory raised (not cached).
         """
+        if ttl is not None and ttl < 0:
+            self._ttl(ttl)  # raises; checked before a hit as on a miss
         try:
             value, expires = self._data[key]
         except KeyError:
@@ -585,6 +611,14 @@ class TTLCache(Generic[T]):
             result = await factory()
         except Exception as exc:
             self._complete(key, load, False, exc, seconds)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                self._abandon(key, load)  # our loop shuts down or an owner cancelled the load
+                raise
+            # The factory itself ended in CancelledError (it awaited a future someone else
+            # cancelled): a failure of this load, or every waiter would load again forever.
+            failure = RuntimeError("the factory raised CancelledError without being cancelled")
+            self._complete(key, load, False, failure, seconds)
         except BaseException:
             # Cancelled because our loop is shutting down, or KeyboardInterrupt: nobody got a
             # value, so the waiters start a new load instead of failing with our exception.
@@ -640,6 +674,14 @@ class TTLCache(Generic[T]):
         return entry[0], entry[1] - self._timer()
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to cancel (Python 3.11+ can tell; 3.10 cannot, and
+    any CancelledError counts as a cancellation there)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
+
+
 def _dead(load: _Load) -> bool:
     """Whether the loop running ``load`` is closed or stopped, so it cannot finish now.
 
@@ -675,9 +717,20 @@ def _key_text(key: Hashable) -> str:
     return ""
 
 
+def _typed(value: Any) -> Any:
+    """``value`` with its type, and the types of what a tuple or frozenset holds: ``(1,)``,
+    ``(True,)`` and ``(1.0,)`` compare equal but are different calls."""
+    kind = type(value)
+    if kind is tuple:
+        return (kind, tuple(_typed(v) for v in value))
+    if kind is frozenset:
+        return (kind, frozenset(_typed(v) for v in value))
+    return (kind, value)
+
+
 def _call_key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallKey:
-    typed_args = tuple((type(a), a) for a in args)
-    typed_kwargs = tuple(sorted((k, type(v), v) for k, v in kwargs.items()))
+    typed_args = tuple(_typed(a) for a in args)
+    typed_kwargs = tuple(sorted((k, _typed(v)) for k, v in kwargs.items()))
     return _CallKey((name, typed_args, typed_kwargs))
 
 

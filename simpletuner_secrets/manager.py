@@ -12,12 +12,12 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .cache import TTLCache
+from .cache import TTLCache, _being_cancelled
 from .errors import ConfigurationError, ProviderError, SecretsError
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
 from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
@@ -37,6 +37,8 @@ logger = logging.getLogger("simpletuner_secrets")
 
 OnError = Literal["skip", "raise"]
 
+# Each entry's TTL is cache_ttl times a factor drawn from this range.
+_JITTER_LOW, _JITTER_HIGH = 0.9, 1.1
 # Refresh a hot entry in the background once this share of its TTL has passed.
 _REFRESH_AHEAD_AT = 0.8
 # Failed refreshes retry after 1, 2, 4 ... seconds (jittered), at most this long apart.
@@ -68,7 +70,7 @@ def mask(value: str | None) -> str | None:
     return "*" * 8
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Entry:
     """A cached answer (a document, or one key's value) and its freshness."""
 
@@ -79,6 +81,30 @@ class _Entry:
     failures: int = 0
     retry_at: float = 0.0
     refreshing: bool = False
+    used: bool = False  # answered a lookup since eviction last came round (see _EntryCache)
+
+
+class _EntryCache(TTLCache[_Entry]):
+    """The manager's cache: least recently used entries go first, without reordering on hits.
+
+    A fast-path hit only marks its entry used (one attribute store); an insert at capacity
+    gives each used entry at the front a second chance (moved to the end, mark cleared) and
+    evicts the first unused one. An entry looked up at least once per round of the cache is
+    never evicted, and the hot path stays free of `move_to_end`.
+    """
+
+    def _store(self, key: Hashable, value: _Entry, seconds: float) -> None:
+        # Caller holds the lock.
+        data = self._data
+        if key not in data and len(data) >= self.max_size:
+            for _ in range(len(data)):
+                front = next(iter(data))
+                entry = data[front][0]
+                if not entry.used:
+                    break
+                entry.used = False
+                data.move_to_end(front)
+        super()._store(key, value, seconds)
 
 
 @dataclass(eq=False)
@@ -159,7 +185,8 @@ class SecretsManager:
             ``aws_endpoint_url``, ``vault_url``, ``vault_token``, ``vault_path``,
             ``vault_mount_point``, ``env_prefix``.
         cache_ttl: Seconds a cached answer stays fresh.
-        cache_max_size: Most cached answers (absent keys included).
+        cache_max_size: Most cached answers (absent keys included); the least recently used
+            go first.
         on_provider_error: ``"skip"`` logs a failing provider and asks the next one;
             ``"raise"`` raises `ProviderError` when the failing provider could still have
             decided the answer.
@@ -207,8 +234,11 @@ class SecretsManager:
         self._environ = environ
         chain = list(providers) if providers is not None else self._build_chain()
         self._slots = [_Slot(p, _mode_of(p)) for p in chain]
-        self._cache: TTLCache[_Entry] = TTLCache(
-            default_ttl=self.cache_ttl + self.max_stale, max_size=cache_max_size
+        self._cache: TTLCache[_Entry] = _EntryCache(
+            # An entry is fresh for up to cache_ttl x 1.1 (jitter), then may serve stale for
+            # max_stale: the cache keeps it that long; `_cached` enforces each entry's own end.
+            default_ttl=self.cache_ttl * _JITTER_HIGH + self.max_stale,
+            max_size=cache_max_size,
         )
         self._timer = time.monotonic
         self._fast_hits = 0  # answers the fast path gave without touching the cache's counters
@@ -324,6 +354,8 @@ class SecretsManager:
                 if got is None:
                     return NOT_CACHED
                 entry = got[0]
+                if not entry.used:
+                    entry.used = True  # kept recent: see _EntryCache
                 if now >= entry.refresh_at:
                     return NOT_CACHED  # let the slow path refresh it (ahead, or stale-if-error)
                 value = entry.value.get(nkey) if mode == _DOCUMENT else entry.value
@@ -403,6 +435,13 @@ class SecretsManager:
         except ProviderError:
             stats.errors += 1
             raise
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            # The provider ended in CancelledError without being cancelled (it awaited a
+            # future someone else cancelled): a failure like any other.
+            stats.errors += 1
+            failure = ProviderError(f"{slot.name}: failed with CancelledError", provider=slot.name)
         except Exception as exc:
             stats.errors += 1
             # A custom provider broke its contract; name the failure, not its message
@@ -425,7 +464,8 @@ class SecretsManager:
 
     def _new_entry(self, value: Any) -> _Entry:
         now = self._timer()
-        ttl = self.cache_ttl * random.uniform(0.9, 1.1)  # a fleet does not expire together
+        # A fleet does not expire together.
+        ttl = self.cache_ttl * random.uniform(_JITTER_LOW, _JITTER_HIGH)
         return _Entry(value, now, now + ttl, now + ttl * _REFRESH_AHEAD_AT)
 
     async def _fetch_entry(self, slot: _Slot, fetch: Callable[[], Awaitable[Any]]) -> _Entry:
@@ -436,7 +476,7 @@ class SecretsManager:
     ) -> Any:
         """A cached answer, refreshed ahead of expiry, served stale while refreshes fail."""
         cache = self._cache
-        entry = cache.get(ckey)
+        entry = cache._touch(ckey)  # a hit counts; a miss is counted once, below
         now = self._timer()
 
         def load() -> Awaitable[_Entry]:
@@ -444,6 +484,9 @@ class SecretsManager:
 
         if entry is None:
             return (await cache.get_or_set_async(ckey, load)).value
+        if now >= entry.fresh_until + self.max_stale:
+            # Too old to serve even stale: a new value, or the failure.
+            return (await cache.refresh_async(ckey, load)).value
         if now < entry.fresh_until:
             # Not while a failed refresh backs off: a dead back-end is not asked on every lookup.
             if now >= entry.refresh_at and not entry.refreshing and now >= entry.retry_at:
@@ -456,12 +499,12 @@ class SecretsManager:
         try:
             return (await cache.refresh_async(ckey, load)).value
         except ProviderError as exc:
-            self._serve_stale(slot, entry, exc)
+            slot.stats.stale_served += 1
+            # Every lookup that joined the refresh gets its failure; the first one counts it
+            # (and moves retry_at ahead), so one failure backs off once.
+            if self._timer() >= entry.retry_at:
+                self._refresh_failed(slot, entry, exc)
             return entry.value
-
-    def _serve_stale(self, slot: _Slot, entry: _Entry, exc: ProviderError) -> None:
-        slot.stats.stale_served += 1
-        self._refresh_failed(slot, entry, exc)
 
     def _refresh_failed(self, slot: _Slot, entry: _Entry, exc: ProviderError) -> None:
         """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""

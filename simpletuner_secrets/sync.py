@@ -40,6 +40,7 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()  # set once the loop runs
         self._thread = threading.Thread(
             target=self._run, name="simpletuner-secrets-sync", daemon=True
         )
@@ -47,14 +48,20 @@ class _LoopThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
         self.loop.run_forever()
 
     def submit(self, coro: Awaitable[T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
 
     def alive(self) -> bool:
-        """Whether the loop still runs (and so will run what was submitted)."""
-        return self._thread.is_alive() and self.loop.is_running()
+        """Whether the loop still runs, or is about to (and so will run what was submitted).
+
+        A thread slow to start (a busy machine) is not yet running its loop: that is alive.
+        """
+        if not self._thread.is_alive():
+            return False
+        return not self._started.is_set() or self.loop.is_running()
 
     def stop(self) -> None:
         if self.loop.is_closed():
@@ -104,9 +111,11 @@ class SyncSecretsManager:
         return f"{type(self).__name__}({self._manager!r})"
 
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        if self._manager.closed:
-            raise SecretsError("this SecretsManager is closed")
         with self._lock:
+            # Under the lock that `_shutdown` takes: a call racing close() cannot start a new
+            # loop thread after the old one was stopped.
+            if self._manager.closed:
+                raise SecretsError("this SecretsManager is closed")
             if self._runner is None:
                 self._runner = _LoopThread()
             runner = self._runner

@@ -62,7 +62,11 @@ def parser_for(path: Path) -> Callable[[bytes], Any]:
 
 def temporaries(path: Path) -> set[str]:
     prefix = f".{path.name}.tmp-"
-    return {name for name in os.listdir(path.parent) if name.startswith(prefix)}
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return set()  # a writer killed before it made the directory
+    return {name for name in names if name.startswith(prefix)}
 
 
 @dataclass(eq=False)

@@ -35,11 +35,14 @@ class Model:
         self.order.remove(key)
         del self.entries[key]
 
-    def store(self, key: str, value: Any, ttl: float | None) -> None:
+    def purge_if_due(self) -> None:
         if self.now >= self.next_cleanup:
             for k in [k for k, (_, e) in self.entries.items() if e <= self.now]:
                 self._remove(k)
             self.next_cleanup = self.now + CLEANUP
+
+    def store(self, key: str, value: Any, ttl: float | None) -> None:
+        self.purge_if_due()
         expires = self.now + (DEFAULT_TTL if ttl is None else ttl)
         if key in self.entries:
             self.entries[key] = (value, expires)
@@ -59,6 +62,7 @@ class Model:
             return entry[0]
         if entry is not None:
             self._remove(key)
+        self.purge_if_due()  # a miss checks for a purge too
         self.misses += 1
         return None
 
