@@ -592,7 +592,13 @@ class FileSecretProvider(DocumentSecretProvider):
             raise SecretFileError(
                 f"secrets file {path} is a symlink; refused (strict_permissions)", path=path
             )
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            reason = type(exc).__name__
+            raise SecretFileError(
+                f"secrets file {path} is a symlink that cannot be followed ({reason})", path=path
+            ) from None
         marker = ("write-through", str(path), str(target))
         with self._state_lock:
             first = marker not in self._warned
@@ -640,11 +646,18 @@ class FileSecretProvider(DocumentSecretProvider):
     def _remove_stale_temporaries(path: Path) -> None:
         # Called with the lock held: no live writer owns any of these.
         prefix = f".{path.name}{_TMP_MARK}"
-        with os.scandir(path.parent) as entries:
-            for entry in entries:
-                if entry.name.startswith(prefix):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+        try:
+            with os.scandir(path.parent) as entries:
+                for entry in entries:
+                    if entry.name.startswith(prefix):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+        except OSError as exc:
+            raise SecretFileError(
+                f"cannot write secrets file {path}: its directory cannot be listed "
+                f"({type(exc).__name__})",
+                path=path,
+            ) from None
 
     @staticmethod
     def _write_atomically(path: Path, body: bytes) -> None:

@@ -292,3 +292,35 @@ def test_set_with_a_value_on_the_command_line_does_not_echo_it(
     assert code == 2
     captured = capsys.readouterr()
     assert SECRET not in captured.err + captured.out
+
+
+# -- file: writes that cannot proceed say so ----------------------------------------------
+
+
+async def test_writing_through_a_symlink_loop_is_a_secret_file_error(tmp_path: Path) -> None:
+    """A secrets file that is a symlink loop cannot be written through: SecretFileError
+    naming the file, not a bare RuntimeError (a traceback in the CLI)."""
+    path = tmp_path / "secrets" / "s.json"
+    path.parent.mkdir(mode=0o700)
+    os.symlink(path.name, path)  # points at itself
+    with pytest.raises(SecretFileError, match="symlink"):
+        await FileSecretProvider(path).set("A", "value")
+
+
+async def test_an_unlistable_directory_is_a_secret_file_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory's stale temporaries cannot be listed (permissions; root ignores them
+    here, so scandir is made to refuse): SecretFileError, and the file keeps its content."""
+    path = write(tmp_path / "secrets" / "s.json", json.dumps({"A": "old"}))
+    real_scandir = os.scandir
+
+    def refusing(target: Any) -> Any:
+        if str(target) == str(path.parent):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(target)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(SecretFileError, match="cannot be listed"):
+        await FileSecretProvider(path).set("A", "new")
+    assert json.loads(path.read_text()) == {"A": "old"}
