@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .integrations import uninstall
+from .integrations import install, uninstall
 from .keys import normalize_key
-from .manager import SecretsManager, installed_manager, set_secrets_manager
+from .manager import SecretsManager, installed_manager
 from .providers.file import FileSecretProvider
 from .testing import InMemorySecretProvider
 
@@ -134,7 +134,7 @@ def secrets_manager(
         [secrets_provider, FileSecretProvider(path)], config={"file_path": str(path)}
     )
     previous = installed_manager()
-    set_secrets_manager(manager)
+    install(manager, previous)
     try:
         yield manager
     finally:

@@ -8,6 +8,7 @@ are shared by those modules and the pytest plugin; they are not part of the publ
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 
 from ..manager import (
@@ -32,9 +33,29 @@ def missing_extra(framework: str, extra: str) -> ImportError:
     )
 
 
+# Each manager installed by an app (or a test fixture) -> the manager its shutdown puts back.
+# Apps do not always stop in the reverse order of their start (aiohttp cleans a parent app
+# before its sub-apps): a manager stopping under another one hands its own predecessor on.
+_replaced: dict[SecretsManager, SecretsManager | None] = {}
+_replaced_lock = threading.Lock()
+
+
+def install(manager: SecretsManager, previous: SecretsManager | None) -> None:
+    """Install ``manager`` as the process-wide manager, remembering what it replaced."""
+    with _replaced_lock:
+        _replaced[manager] = previous
+    set_secrets_manager(manager)
+
+
 def uninstall(manager: SecretsManager, previous: SecretsManager | None) -> None:
-    """Put ``previous`` back as the process-wide manager, if ``manager`` is still the one."""
-    replace_installed(manager, previous)
+    """Put back what ``manager`` replaced, if it is still installed; if it is not, whatever
+    was installed on top of it will put back ``manager``'s own predecessor instead."""
+    with _replaced_lock:
+        previous = _replaced.pop(manager, previous)
+        for other, target in _replaced.items():
+            if target is manager:
+                _replaced[other] = previous
+    replace_installed(manager, None if previous is not None and previous.closed else previous)
 
 
 async def start_manager(
@@ -54,7 +75,7 @@ async def start_manager(
     if manager is None and factory is not None:
         built = factory()
         manager = await built if inspect.isawaitable(built) else built
-        created = True
+        created = manager is not previous  # a factory may hand back the installed manager
     if manager is None:
         if previous is not None and not previous.closed:
             return previous, False, previous, False
@@ -62,7 +83,7 @@ async def start_manager(
         created = True
     if manager is previous:
         return manager, created, previous, False
-    set_secrets_manager(manager)
+    install(manager, previous)
     return manager, created, previous, True
 
 
@@ -74,6 +95,8 @@ async def stop_manager(
 ) -> None:
     """Undo `start_manager`: uninstall the manager if this app installed it, close it if asked."""
     if installed:
-        uninstall(manager, None if previous is not None and previous.closed else previous)
+        uninstall(manager, previous)
     if close:
         await manager.aclose()
+        # Closed here: it must not stay the process-wide manager (every lookup would fail).
+        replace_installed(manager, None)

@@ -108,11 +108,14 @@ async def get_secret(
     if not required:
         return await manager.get(key, default)
     nkey = normalize_key(key)
+    failure: str | None = None
     try:
         value = await manager.get(nkey, default)
     except SecretsError as exc:
-        logger.warning("secret %s unavailable for a request: %s", nkey, type(exc).__name__)
-        raise _unavailable(f"secret {nkey} is unavailable") from None
+        failure = type(exc).__name__
+    if failure is not None:  # raised outside the handler: the error is not its context
+        logger.warning("secret %s unavailable for a request: %s", nkey, failure)
+        raise _unavailable(f"secret {nkey} is unavailable")
     if value is None:
         raise _unavailable(f"secret {nkey} is not configured")
     return value

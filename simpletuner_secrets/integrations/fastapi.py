@@ -97,13 +97,17 @@ def secret(
 
     async def dependency(connection: HTTPConnection) -> str | None:
         source = fixed if fixed is not None else get_manager(connection)
+        failure: str | None = None
         try:
             value = await source.get(nkey)
         except SecretsError as exc:
+            failure = type(exc).__name__
+        if failure is not None:
             # A failing provider (on_provider_error="raise") or a closed manager: say which
-            # secret is unavailable, never the error's text, to the client.
-            logger.warning("secret %s unavailable for a request: %s", nkey, type(exc).__name__)
-            raise HTTPException(status_code=503, detail=f"secret {nkey} is unavailable") from None
+            # secret is unavailable, never the error's text, to the client. Raised outside the
+            # handler, so the error is not even the response exception's context.
+            logger.warning("secret %s unavailable for a request: %s", nkey, failure)
+            raise HTTPException(status_code=503, detail=f"secret {nkey} is unavailable")
         if value is None and required:
             raise HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
         return value

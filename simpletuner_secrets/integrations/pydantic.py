@@ -6,7 +6,8 @@ each field is looked up by its alias or name, normalized as a secret key.
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from . import missing_extra
 
@@ -73,6 +74,16 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
             names.append(field_name)
         return names
 
+    def _union_is_complex(self, field: FieldInfo) -> bool:
+        """Whether the field is a union (an Optional, say) with a list, dict or model member."""
+        if get_origin(field.annotation) not in (Union, UnionType):
+            return False
+        return any(
+            self.field_is_complex(FieldInfo.from_annotation(member))
+            for member in get_args(field.annotation)
+            if member is not type(None)
+        )
+
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         """Return the field's secret, the input name it goes under, and False (not complex).
 
@@ -102,12 +113,19 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
                 ) from exc
             if value is None:
                 continue
+            # `list[str] | None` and the like: decoded from JSON as the environment source
+            # does, the raw text kept when it is not JSON (another member may take it).
+            in_union = not is_complex and self._union_is_complex(field)
             parsed = True
             try:
-                data[key] = self.prepare_field_value(field_name, field, value, is_complex)
+                data[key] = self.prepare_field_value(
+                    field_name, field, value, is_complex or in_union
+                )
             except ValueError:
                 parsed = False
-            if not parsed:
+            if not parsed and in_union:
+                data[key] = value
+            elif not parsed:
                 # Raised outside the handler: the decode error holds the value (its `doc`);
                 # name the field only.
                 raise SettingsError(
