@@ -54,6 +54,16 @@ else:  # pragma: no cover - Python 3.10
         return anyio.fail_after(delay)
 
 
+def _expired(deadline: Any) -> bool:
+    """Whether ``provider_timeout`` itself ran out (asyncio's Timeout, or anyio's scope)."""
+    if deadline is None:
+        return True
+    expired = getattr(deadline, "expired", None)
+    if callable(expired):
+        return bool(expired())
+    return bool(getattr(deadline, "cancel_called", True))
+
+
 def mask(value: str | None) -> str | None:
     """Mask a secret for display: 12 or more characters show their first 2, shorter ones none.
 
@@ -423,15 +433,24 @@ class SecretsManager:
             raise SecretsError("this SecretsManager was closed during the lookup")
         start = self._timer()
         failure: ProviderError | None = None
+        deadline: Any = None
         try:
-            async with _timeout(self.provider_timeout):
+            async with _timeout(self.provider_timeout) as deadline:
                 result = await fetch()
-        except TimeoutError:
+        except TimeoutError as exc:
             stats.errors += 1
-            stats.timeouts += 1
-            failure = ProviderError(
-                f"{slot.name}: no answer within {self.provider_timeout:g} s", provider=slot.name
-            )
+            if _expired(deadline):
+                stats.timeouts += 1
+                failure = ProviderError(
+                    f"{slot.name}: no answer within {self.provider_timeout:g} s",
+                    provider=slot.name,
+                )
+            else:
+                # The provider's own TimeoutError (its client's read timeout, say), raised
+                # before ours: a failure like any other, not "no answer within".
+                failure = ProviderError(
+                    f"{slot.name}: failed with {type(exc).__name__}", provider=slot.name
+                )
         except ProviderError:
             stats.errors += 1
             raise

@@ -276,6 +276,24 @@ async def test_provider_timeout_is_a_failure() -> None:
         await m2.get("K")
 
 
+async def test_a_providers_own_timeout_error_is_not_reported_as_provider_timeout() -> None:
+    """A provider raising TimeoutError itself (its client's read timeout) long before
+    provider_timeout fails as such: not "no answer within", not counted as a timeout."""
+
+    class TimingOut(SecretProvider):
+        name = "timing-out"
+
+        async def get(self, key: str) -> str | None:
+            raise TimeoutError("read timed out")
+
+    m = make(TimingOut(), provider_timeout=5.0, on_provider_error="raise")
+    with pytest.raises(ProviderError, match="failed with TimeoutError") as info:
+        await m.get("K")
+    assert "no answer within" not in str(info.value)
+    stats = m.stats()["providers"]["timing-out"]
+    assert (stats["errors"], stats["timeouts"]) == (1, 0)
+
+
 async def test_custom_provider_exception_is_wrapped_without_its_message() -> None:
     """A custom provider raising anything becomes a ProviderError naming only the type."""
 
