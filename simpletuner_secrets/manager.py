@@ -6,6 +6,7 @@ Every resolution decision lives here; the sync facade and the CLI only drive it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -254,6 +255,8 @@ class SecretsManager:
         self._fast_hits = 0  # answers the fast path gave without touching the cache's counters
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Done when the first aclose() has finished, so that a concurrent one waits for it.
+        self._close_done: concurrent.futures.Future[None] | None = None
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
         self._writer: FileSecretProvider | None = None
@@ -744,10 +747,18 @@ class SecretsManager:
         return self._closed
 
     async def aclose(self) -> None:
-        """Close every provider's clients and the sync facade's loop. Safe to call twice."""
+        """Close every provider's clients and the sync facade's loop. Safe to call twice.
+
+        A call made while another is closing returns once that one has finished.
+        """
         if self._closed:
+            done = self._close_done
+            if done is not None and not done.done():
+                # shield: cancelling this second caller must not disturb the first.
+                await asyncio.shield(asyncio.wrap_future(done))
             return
         self._closed = True
+        self._close_done = concurrent.futures.Future()
         try:
             await self._cancel_background()
             # Providers first: clients bound to the sync facade's loop are closed while it runs.
@@ -767,7 +778,12 @@ class SecretsManager:
             if sync is not None and not sync._owns_running_loop():
                 # From any other loop, stop the facade's loop now (SyncSecretsManager.close,
                 # running on that loop, stops it itself once this returns).
-                await asyncio.to_thread(sync._shutdown)
+                try:
+                    await asyncio.to_thread(sync._shutdown)
+                finally:
+                    self._close_done.set_result(None)
+            else:
+                self._close_done.set_result(None)
 
     async def _cancel_background(self) -> None:
         """Cancel background refreshes and loads in flight, so that no provider is called

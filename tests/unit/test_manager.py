@@ -527,3 +527,34 @@ async def test_aclose_stops_loads_in_flight_so_closed_providers_are_not_called()
     assert doc.loads == 1
     current = asyncio.current_task()
     assert [t for t in asyncio.all_tasks() if t is not current] == []
+
+
+async def test_a_second_aclose_waits_for_the_first_to_finish() -> None:
+    """aclose() while another aclose() is closing the providers returns only once they are
+    closed, on this loop and from the sync facade's thread alike."""
+
+    class SlowClose(KeyProvider):
+        closed_at: float | None = None
+
+        async def aclose(self) -> None:
+            await asyncio.sleep(0.1)
+            self.closed_at = time.monotonic()
+
+    provider = SlowClose({"K": "v"})
+    m = make(provider)
+    assert await m.get("K") == "v"
+    first = asyncio.create_task(m.aclose())
+    await asyncio.sleep(0.01)
+    await m.aclose()
+    assert provider.closed_at is not None, "the second aclose returned before the providers closed"
+    await first
+
+    provider2 = SlowClose({"K": "v"})
+    m2 = make(provider2)
+    assert m2.sync.get("K") == "v"  # starts the facade's loop thread
+    first = asyncio.create_task(m2.aclose())
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(m2.sync.close)
+    await m2.aclose()
+    assert provider2.closed_at is not None
+    await first
