@@ -66,6 +66,9 @@ class _LoopThread:
     def stop(self) -> None:
         if self.loop.is_closed():
             return
+        if not self._thread.is_alive():
+            self.loop.close()  # its thread is gone: nothing would run a drain (no 10 s wait)
+            return
 
         async def drain() -> None:
             current = asyncio.current_task()

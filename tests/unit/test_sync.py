@@ -14,6 +14,7 @@ import pytest
 from simpletuner_secrets.errors import SecretsError
 from simpletuner_secrets.manager import SecretsManager
 from simpletuner_secrets.providers.base import DocumentSecretProvider
+from simpletuner_secrets.testing import InMemorySecretProvider
 
 
 class SlowDoc(DocumentSecretProvider):
@@ -164,3 +165,22 @@ def test_close_while_calls_are_in_flight_never_hangs_them() -> None:
         assert outcome == "v" or (isinstance(outcome, SecretsError) and "closed" in str(outcome)), (
             outcome
         )
+
+
+def test_stopping_a_facade_whose_loop_thread_died_does_not_wait() -> None:
+    """A background loop whose thread already ended (its loop stopped, not closed) is closed
+    at once by close(), not after a 10 s wait for a drain nobody runs."""
+    import time as _time
+
+    m = SecretsManager([InMemorySecretProvider({"K": "v"})])
+    assert m.sync.get("K") == "v"
+    runner = m.sync._runner
+    assert runner is not None
+    runner.loop.call_soon_threadsafe(runner.loop.stop)
+    runner._thread.join(5)
+    assert not runner._thread.is_alive()
+    start = _time.monotonic()
+    m.sync._shutdown()
+    assert _time.monotonic() - start < 2.0
+    assert runner.loop.is_closed()
+    m.sync.close()
