@@ -86,11 +86,7 @@ class _Load:
         here = _running_loop()
         for loop, fut in self.waiters:
             if loop is here:
-                if not fut.done():  # `_resolve` inlined: a stampede has hundreds of waiters
-                    if ok:
-                        fut.set_result(payload)
-                    else:
-                        fut.set_exception(payload)
+                _resolve(fut, ok, payload)
             else:
                 try:
                     loop.call_soon_threadsafe(_resolve, fut, ok, payload)
