@@ -188,22 +188,6 @@ class TTLCache(Generic[T]):
         self._misses += 1
         return default
 
-    def _touch(self, key: Hashable) -> T | None:
-        """The live value for ``key`` (recency refreshed, counted as a hit), else None with
-        nothing counted: for an owner whose miss is counted by the load that follows."""
-        try:
-            value, expires = self._data[key]
-        except KeyError:
-            return None
-        if expires <= self._timer():
-            return None
-        try:
-            self._data.move_to_end(key)
-        except KeyError:
-            pass
-        self._hits += 1
-        return value
-
     def __contains__(self, key: object) -> bool:
         try:
             entry = self._data[key]

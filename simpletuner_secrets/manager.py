@@ -117,6 +117,22 @@ class _EntryCache(TTLCache[_Entry]):
                 data.move_to_end(front)
         super()._store(key, value, seconds)
 
+    def _touch(self, key: Hashable) -> _Entry | None:
+        """The live entry for ``key`` (recency refreshed, counted as a hit), else None with
+        nothing counted: the load that follows a miss counts it."""
+        try:
+            entry, expires = self._data[key]
+        except KeyError:
+            return None
+        if expires <= self._timer():
+            return None
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            pass
+        self._hits += 1
+        return entry
+
 
 @dataclass(eq=False)
 class _ProviderStats:
@@ -245,7 +261,7 @@ class SecretsManager:
         self._environ = environ
         chain = list(providers) if providers is not None else self._build_chain()
         self._slots = [_Slot(p, _mode_of(p)) for p in chain]
-        self._cache: TTLCache[_Entry] = _EntryCache(
+        self._cache = _EntryCache(
             # An entry is fresh for up to cache_ttl x 1.1 (jitter), then may serve stale for
             # max_stale: the cache keeps it that long; `_cached` enforces each entry's own end.
             default_ttl=self.cache_ttl * _JITTER_HIGH + self.max_stale,
@@ -774,15 +790,13 @@ class SecretsManager:
             ):
                 await self._writer.aclose()
         finally:
-            sync = self._sync
-            if sync is not None and not sync._owns_running_loop():
-                # From any other loop, stop the facade's loop now (SyncSecretsManager.close,
-                # running on that loop, stops it itself once this returns).
-                try:
+            try:
+                sync = self._sync
+                if sync is not None and not sync._owns_running_loop():
+                    # From any other loop, stop the facade's loop now (SyncSecretsManager.close,
+                    # running on that loop, stops it itself once this returns).
                     await asyncio.to_thread(sync._shutdown)
-                finally:
-                    self._close_done.set_result(None)
-            else:
+            finally:
                 self._close_done.set_result(None)
 
     async def _cancel_background(self) -> None:
