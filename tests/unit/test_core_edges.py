@@ -13,57 +13,23 @@ from typing import Any
 import pytest
 
 from simpletuner_secrets.cache import TTLCache, cached
-from simpletuner_secrets.errors import ProviderError, SecretsError
-from simpletuner_secrets.keys import normalize_key
-from simpletuner_secrets.manager import SecretsManager
-from simpletuner_secrets.providers.base import DocumentSecretProvider, SecretProvider
+from simpletuner_secrets.errors import SecretsError
+from simpletuner_secrets.providers.base import SecretProvider
+
+from .test_manager import DocProvider, FakeClock, make
+from .test_manager import KeyProvider as BaseKeyProvider
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class KeyProvider(SecretProvider):
-    name = "keys"
+class KeyProvider(BaseKeyProvider):
+    """The manager tests' key-by-key provider, recording which keys it was asked."""
 
     def __init__(self, data: Mapping[str, str]) -> None:
-        self.data = {normalize_key(k): v for k, v in data.items()}
-        self.calls: list[str] = []
+        super().__init__(data)
+        self.asked: list[str] = []
 
     async def get(self, key: str) -> str | None:
-        self.calls.append(key)
-        return self.data.get(normalize_key(key))
-
-
-class DocProvider(DocumentSecretProvider):
-    name = "doc"
-
-    def __init__(self, data: Mapping[str, str], *, delay: float = 0.0) -> None:
-        super().__init__()
-        self.data = {normalize_key(k): v for k, v in data.items()}
-        self.delay = delay
-        self.fail = False
-        self.loads = 0
-
-    async def load_document(self) -> Mapping[str, str]:
-        self.loads += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail:
-            raise ProviderError("doc: backend down", provider="doc")
-        return dict(self.data)
-
-
-def make(*providers: SecretProvider, clock: FakeClock | None = None, **kw: Any) -> SecretsManager:
-    m = SecretsManager(providers=list(providers), **kw)
-    if clock is not None:
-        m._timer = clock
-        m._cache._timer = clock
-    return m
+        self.asked.append(key)
+        return await super().get(key)
 
 
 # -- manager -----------------------------------------------------------------------------
@@ -98,7 +64,7 @@ async def test_manager_cache_evicts_least_recently_used_not_first_inserted() -> 
     assert await m.get("A") == "value-a"  # A is now the most recently used
     assert await m.get("C") == "value-c"  # evicts the least recently used: B
     assert await m.get("A") == "value-a"
-    assert keys.calls == ["A", "B", "C"]  # A still cached
+    assert keys.asked == ["A", "B", "C"]  # A still cached
     await m.aclose()
 
 
