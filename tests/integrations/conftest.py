@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,25 @@ def bound_socket() -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+def chain_settings(manager: SecretsManager) -> type[Any]:
+    """A pydantic-settings base whose sources are the init arguments, then ``manager``'s
+    chain (no environment source): subclass it with the fields under test."""
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+    from simpletuner_secrets.integrations.pydantic import SecretsManagerSettingsSource
+
+    class ChainSettings(BaseSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, SecretsManagerSettingsSource(settings_cls, manager))
+
+    return ChainSettings

@@ -9,14 +9,15 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from fastapi import FastAPI
 from pydantic import BaseModel
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings
 
 from simpletuner_secrets import SecretsManager, get_secrets_manager, set_secrets_manager
 from simpletuner_secrets.integrations.aiohttp import setup
 from simpletuner_secrets.integrations.fastapi import secrets_lifespan
-from simpletuner_secrets.integrations.pydantic import SecretsManagerSettingsSource
 from simpletuner_secrets.manager import installed_manager
 from simpletuner_secrets.testing import InMemorySecretProvider
+
+from .conftest import chain_settings
 
 HF_VALUE = "hf_review_value_3f9a1c"
 
@@ -68,21 +69,10 @@ class Inner(BaseModel):
 
 
 def optional_settings(manager: SecretsManager) -> type[BaseSettings]:
-    class Settings(BaseSettings):
+    class Settings(chain_settings(manager)):  # type: ignore[misc]
         hosts: list[str] | None = None
         limits: dict[str, int] | None = None
         inner: Inner | None = None
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, SecretsManagerSettingsSource(settings_cls, manager))
 
     return Settings
 
@@ -125,23 +115,12 @@ async def test_aiohttp_parent_and_sub_app_managers_are_both_uninstalled_after_cl
 
 def test_a_union_with_a_complex_member_keeps_text_that_is_not_json() -> None:
     """`str | list[str]`: JSON text is decoded, other text is kept for the `str` member."""
+    manager = memory_manager(NAMES='["a","b"]', MORE="plain text")
 
-    class Settings(BaseSettings):
+    class Settings(chain_settings(manager)):  # type: ignore[misc]
         names: str | list[str] = "none"
         more: str | list[str] = "none"
 
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (SecretsManagerSettingsSource(settings_cls, manager),)
-
-    manager = memory_manager(NAMES='["a","b"]', MORE="plain text")
     try:
         settings = Settings()
         assert settings.names == ["a", "b"]

@@ -27,6 +27,8 @@ from simpletuner_secrets.testing import InMemorySecretProvider
 from tests.servers.bao import BaoServer
 from tests.servers.moto import MotoServer
 
+from .conftest import chain_settings
+
 HF_VALUE = "hf_pydantic_test_value_91ab"
 
 
@@ -198,23 +200,6 @@ def test_env_prefix_is_not_applied_and_a_model_field_is_one_json_secret() -> Non
         url: str
         pool: int = 5
 
-    class Settings(BaseSettings):
-        model_config = SettingsConfigDict(env_prefix="APP_")
-
-        hf_token: SecretStr
-        database: Database
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (SecretsManagerSettingsSource(settings_cls, manager),)
-
     provider = InMemorySecretProvider(
         {
             "HF_TOKEN": HF_VALUE,
@@ -223,6 +208,13 @@ def test_env_prefix_is_not_applied_and_a_model_field_is_one_json_secret() -> Non
         }
     )
     with opened(SecretsManager([provider])) as manager:
+
+        class Settings(chain_settings(manager)):  # type: ignore[misc]
+            model_config = SettingsConfigDict(env_prefix="APP_")
+
+            hf_token: SecretStr
+            database: Database
+
         settings: Any = Settings()
     assert settings.hf_token.get_secret_value() == HF_VALUE
     assert settings.database == Database(url="postgres://db", pool=9)
