@@ -198,8 +198,22 @@ class TTLCache(Generic[T]):
     def __len__(self) -> int:
         """Return the number of live (unexpired) entries."""
         now = self._timer()
-        with self._lock:
-            return sum(1 for _, expires in self._data.values() if expires > now)
+        return sum(1 for _, (_, expires) in self._snapshot() if expires > now)
+
+    def _snapshot(self) -> list[tuple[Hashable, tuple[T, float]]]:
+        """The entries, copied in one C call.
+
+        Lock-free hits reorder the dict (`move_to_end`) while the lock is held elsewhere, so no
+        loop may iterate the dict itself: it would raise "OrderedDict mutated during
+        iteration". ``list()`` copies it without running Python code in between, so no other
+        thread can touch it meanwhile; a garbage collection that runs a finalizer in the middle
+        could, and then the copy is simply taken again.
+        """
+        while True:
+            try:
+                return list(self._data.items())
+            except RuntimeError:
+                continue
 
     # -- writes --------------------------------------------------------------------------
 
@@ -258,9 +272,9 @@ class TTLCache(Generic[T]):
 
     def _purge(self, now: float) -> int:
         # Caller holds the lock.
-        dead = [k for k, (_, expires) in self._data.items() if expires <= now]
+        dead = [k for k, (_, expires) in self._snapshot() if expires <= now]
         for k in dead:
-            del self._data[k]
+            self._data.pop(k, None)
         self._expirations += len(dead)
         self._next_cleanup = now + self.cleanup_interval
         return len(dead)
@@ -316,7 +330,7 @@ class TTLCache(Generic[T]):
 
     def _remove_where(self, doomed: Callable[[Hashable], bool]) -> int:
         with self._lock:
-            keys = [k for k in self._data if doomed(k)]
+            keys = [k for k, _ in self._snapshot() if doomed(k)]
             for k in keys:
                 del self._data[k]
             for k in [k for k in self._pending if doomed(k)]:
@@ -374,13 +388,16 @@ class TTLCache(Generic[T]):
             return _MISSING, load, leader
 
     def _complete(self, key: Hashable, load: _Load, ok: bool, payload: Any, ttl: float) -> None:
-        with self._lock:
-            if self._pending.get(key) is load:
-                del self._pending[key]
-                if ok:
-                    self._store(key, payload, ttl)
+        try:
+            with self._lock:
+                if self._pending.get(key) is load:
+                    del self._pending[key]
+                    if ok:
+                        self._store(key, payload, ttl)
+        finally:
+            # Whatever storing did, the waiters get the load's outcome: none blocks forever.
             load.done, load.ok, load.payload = True, ok, payload
-        load.finish(ok, payload)
+            load.finish(ok, payload)
 
     def _abandon(self, key: Hashable, load: _Load) -> None:
         with self._lock:
@@ -628,9 +645,10 @@ class TTLCache(Generic[T]):
         """
         now = self._timer()
         with self._lock:
-            expired = sum(1 for _, expires in self._data.values() if expires <= now)
+            entries = self._snapshot()
+            expired = sum(1 for _, (_, expires) in entries if expires <= now)
             return {
-                "size": len(self._data),
+                "size": len(entries),
                 "max_size": self.max_size,
                 "expired_count": expired,
                 "default_ttl": self.default_ttl,
