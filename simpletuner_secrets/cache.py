@@ -11,11 +11,13 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
-from contextvars import ContextVar
-from typing import Any, Generic, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
+
+from ._flight import Abandoned, Load, avoided_loops, being_cancelled, blocked_loops
 
 __all__ = [
+    "SecondChanceCache",
     "TTLCache",
     "cached",
     "get_provider_config_cache",
@@ -28,73 +30,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _MISSING: Any = object()
-
-# How often a waiter on another event loop looks whether the loading loop died under it.
-_DEAD_LOOP_POLL_S = 0.5
-
-#: Event loops that are blocked waiting for the current call (the sync facade sets this when it
-#: is called from inside a running loop). Joining a load led by such a loop would deadlock, so
-#: loads led there are not joined: the caller loads on its own.
-blocked_loops: ContextVar[frozenset[asyncio.AbstractEventLoop]] = ContextVar(
-    "simpletuner_secrets_blocked_loops", default=frozenset()
-)
-
-
-class _Abandoned(Exception):
-    """A load ended without a result (its event loop shut down): waiters load again."""
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _resolve(fut: asyncio.Future[Any], ok: bool, payload: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(payload)
-    else:
-        fut.set_exception(payload)
-
-
-class _Load:
-    """One in-flight factory call and everyone waiting for it.
-
-    The leader runs the factory (in its own task for async loads, inline for sync ones); each
-    async waiter owns a future on its own loop, each sync waiter blocks on `event`. Cancelling a
-    waiter cancels only its own future.
-    """
-
-    __slots__ = ("done", "event", "loop", "ok", "payload", "task", "waiters")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        # The loop the factory runs on; None for a load run inline by a thread (get_or_set).
-        self.loop = loop
-        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
-        self.event: threading.Event | None = None
-        self.done = False
-        self.ok = False
-        self.payload: Any = None
-        # asyncio keeps only weak references to tasks: hold ours until it is done.
-        self.task: asyncio.Task[None] | None = None
-
-    def finish(self, ok: bool, payload: Any) -> None:
-        """Deliver the outcome to every waiter. Called once, under no lock."""
-        here = _running_loop()
-        for loop, fut in self.waiters:
-            if loop is here:
-                _resolve(fut, ok, payload)
-            else:
-                try:
-                    loop.call_soon_threadsafe(_resolve, fut, ok, payload)
-                except RuntimeError:
-                    pass  # that waiter's loop is closed: nobody is left to tell
-        self.waiters = []
-        if self.event is not None:
-            self.event.set()
 
 
 class TTLCache(Generic[T]):
@@ -137,7 +72,7 @@ class TTLCache(Generic[T]):
         self._timer = timer
         # key -> (value, expires_at); order is recency, most recent last.
         self._data: OrderedDict[Hashable, tuple[T, float]] = OrderedDict()
-        self._pending: dict[Hashable, _Load] = {}
+        self._pending: dict[Hashable, Load] = {}
         self._lock = threading.Lock()
         self._next_cleanup = timer() + self.cleanup_interval
         self._hits = 0
@@ -345,7 +280,7 @@ class TTLCache(Generic[T]):
         loop: asyncio.AbstractEventLoop | None,
         fut: asyncio.Future[Any] | None = None,
         force: bool = False,
-    ) -> tuple[Any, _Load | None, bool]:
+    ) -> tuple[Any, Load | None, bool]:
         """Under the lock: a live value, or the load to join, or a new load we lead.
 
         An async caller passes its loop and its own future, registered as a waiter here; a
@@ -359,11 +294,7 @@ class TTLCache(Generic[T]):
 
         Returns ``(value, load, leader)``; ``value`` is `_MISSING` unless it was a hit.
         """
-        avoid = blocked_loops.get()
-        if loop is None:
-            here = _running_loop()
-            if here is not None:
-                avoid = avoid | {here}
+        avoid = avoided_loops(sync_caller=loop is None)
         with self._lock:
             entry = self._data.get(key)
             now = self._timer()
@@ -373,21 +304,19 @@ class TTLCache(Generic[T]):
                 return entry[0], None, False
             self._misses += 1
             load = self._pending.get(key)
-            leader = load is None or (load.loop is not loop and _dead(load)) or load.loop in avoid
+            leader = load is None or not load.joinable(loop, avoid)
             if leader:
-                load = _Load(loop)
+                load = Load(loop)
                 self._pending[key] = load
                 self._loads += 1
             else:
                 self._coalesced += 1
             assert load is not None
-            if fut is not None:
-                load.waiters.append((cast(asyncio.AbstractEventLoop, loop), fut))
-            elif not leader and load.event is None:
-                load.event = threading.Event()
+            if fut is not None or not leader:
+                load.add_waiter(loop, fut)
             return _MISSING, load, leader
 
-    def _complete(self, key: Hashable, load: _Load, ok: bool, payload: Any, ttl: float) -> None:
+    def _complete(self, key: Hashable, load: Load, ok: bool, payload: Any, ttl: float) -> None:
         try:
             with self._lock:
                 if self._pending.get(key) is load:
@@ -396,15 +325,13 @@ class TTLCache(Generic[T]):
                         self._store(key, payload, ttl)
         finally:
             # Whatever storing did, the waiters get the load's outcome: none blocks forever.
-            load.done, load.ok, load.payload = True, ok, payload
             load.finish(ok, payload)
 
-    def _abandon(self, key: Hashable, load: _Load) -> None:
+    def _abandon(self, key: Hashable, load: Load) -> None:
         with self._lock:
             if self._pending.get(key) is load:
                 del self._pending[key]
-            load.done, load.ok, load.payload = True, False, _Abandoned()
-        load.finish(False, _Abandoned())
+        load.abandon()
 
     def get_or_set(self, key: Hashable, factory: Callable[[], T], ttl: float | None = None) -> T:
         """Return the cached value, or call ``factory()`` once for all concurrent callers.
@@ -442,19 +369,9 @@ class TTLCache(Generic[T]):
                 self._complete(key, load, True, result, seconds)
                 return result
             try:
-                return cast(T, self._wait_sync(load))
-            except _Abandoned:
+                return cast(T, load.wait_sync())
+            except Abandoned:
                 continue
-
-    @staticmethod
-    def _wait_sync(load: _Load) -> Any:
-        event = cast(threading.Event, load.event)
-        while not event.wait(_DEAD_LOOP_POLL_S):
-            if _dead(load):
-                raise _Abandoned()
-        if load.ok:
-            return load.payload
-        raise load.payload
 
     async def get_or_set_async(
         self, key: Hashable, factory: Callable[[], Awaitable[T]], ttl: float | None = None
@@ -515,7 +432,7 @@ class TTLCache(Generic[T]):
                 return await self._wait_retry_async(key, factory, seconds, False, load, fut, loop)
         try:
             return cast(T, await fut)
-        except _Abandoned:
+        except Abandoned:
             return await self._load_async(key, factory, seconds)
         except asyncio.CancelledError:
             fut.cancel()  # so finish() skips it; a done future is left as it is
@@ -565,15 +482,15 @@ class TTLCache(Generic[T]):
         factory: Callable[[], Awaitable[T]],
         seconds: float,
         force: bool,
-        load: _Load,
+        load: Load,
         fut: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
     ) -> T:
         """Wait for ``load`` (joined with ``fut``); if it is abandoned, look up or load again."""
         while True:
             try:
-                return cast(T, await self._wait_async(load, fut, loop))
-            except _Abandoned:
+                return cast(T, await load.wait_async(fut, loop))
+            except Abandoned:
                 pass
             fut = loop.create_future()
             value, next_load, leader = self._lookup_or_join(key, loop, fut, force)
@@ -583,33 +500,15 @@ class TTLCache(Generic[T]):
             if leader:
                 load.task = loop.create_task(self._run_load(key, load, factory, seconds))
 
-    @staticmethod
-    async def _wait_async(
-        load: _Load, fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
-    ) -> Any:
-        try:
-            if load.loop is loop:
-                return await fut
-            # Led elsewhere: if that loop dies with the load pending, nobody would resolve us.
-            while True:
-                done, _ = await asyncio.wait((fut,), timeout=_DEAD_LOOP_POLL_S)
-                if done:
-                    return fut.result()
-                if _dead(load):
-                    raise _Abandoned()
-        except asyncio.CancelledError:
-            fut.cancel()  # so finish() skips it; a done future is left as it is
-            raise
-
     async def _run_load(
-        self, key: Hashable, load: _Load, factory: Callable[[], Awaitable[T]], seconds: float
+        self, key: Hashable, load: Load, factory: Callable[[], Awaitable[T]], seconds: float
     ) -> None:
         try:
             result = await factory()
         except Exception as exc:
             self._complete(key, load, False, exc, seconds)
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 self._abandon(key, load)  # our loop shuts down or an owner cancelled the load
                 raise
             # The factory itself ended in CancelledError (it awaited a future someone else
@@ -626,7 +525,7 @@ class TTLCache(Generic[T]):
         finally:
             load.task = None
 
-    def _load_tasks(self) -> list[asyncio.Task[Any]]:
+    def load_tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks of the async loads in flight (for an owner shutting down)."""
         with self._lock:
             return [load.task for load in self._pending.values() if load.task is not None]
@@ -672,22 +571,60 @@ class TTLCache(Generic[T]):
         return entry[0], entry[1] - self._timer()
 
 
-def _being_cancelled() -> bool:
-    """Whether the running task was asked to cancel (Python 3.11+ can tell; 3.10 cannot, and
-    any CancelledError counts as a cancellation there)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or bool(cancelling())
+class Marked(Protocol):
+    """A value that records whether it answered a lookup (see `SecondChanceCache`)."""
+
+    used: bool
 
 
-def _dead(load: _Load) -> bool:
-    """Whether the loop running ``load`` is closed or stopped, so it cannot finish now.
+M = TypeVar("M", bound=Marked)
 
-    A loop stopped between two ``run_until_complete`` calls may run again one day, but a
-    waiter elsewhere cannot wait for that: it loads on its own.
+
+class SecondChanceCache(TTLCache[M]):
+    """A `TTLCache` whose fast-path readers only mark entries used, instead of reordering.
+
+    The manager's lookups read entries without any call into the cache (one dict read and one
+    attribute store: the ``warm get`` rows of ``bench_manager``); an insert at capacity gives
+    each used entry at the front a second chance (moved to the end, mark cleared) and evicts
+    the first unused one. An entry looked up at least once per round of the cache is never
+    evicted.
     """
-    loop = load.loop
-    return loop is not None and not load.done and (loop.is_closed() or not loop.is_running())
+
+    def _store(self, key: Hashable, value: M, seconds: float) -> None:
+        # Caller holds the lock.
+        data = self._data
+        if key not in data and len(data) >= self.max_size:
+            for _ in range(len(data)):
+                front = next(iter(data))
+                entry = data[front][0]
+                if not entry.used:
+                    break
+                entry.used = False
+                data.move_to_end(front)
+        super()._store(key, value, seconds)
+
+    def entries(self) -> Mapping[Hashable, tuple[M, float]]:
+        """The live mapping of key to ``(value, expires_at)``, for lock-free fast-path reads.
+
+        Read it with ``.get(key)`` only: iterating it races the cache's writers.
+        """
+        return self._data
+
+    def touch(self, key: Hashable) -> M | None:
+        """The live value for ``key`` (recency refreshed, counted as a hit), else None with
+        nothing counted: the load that follows a miss counts it."""
+        try:
+            value, expires = self._data[key]
+        except KeyError:
+            return None
+        if expires <= self._timer():
+            return None
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            pass
+        self._hits += 1
+        return value
 
 
 # -- keys for `cached` -------------------------------------------------------------------

@@ -10,12 +10,12 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError as FuturesCancelled
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .cache import blocked_loops
+from ._flight import blocked_loops
+from ._loop_thread import LoopThread
 from .errors import SecretsError
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
 from .providers.base import NOT_CACHED
@@ -29,68 +29,6 @@ T = TypeVar("T")
 
 #: How often a blocked caller checks that the background loop still runs.
 _ALIVE_POLL_S = 0.5
-
-
-class _LoopThread:
-    """One event loop running forever in a daemon thread, for blocking callers to submit to.
-
-    A daemon thread, unlike a thread pool worker, never holds up interpreter exit when a
-    script forgets to close the facade. Clients bound to this loop live as long as it does.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._started = threading.Event()  # set once the loop runs
-        self._thread = threading.Thread(
-            target=self._run, name="simpletuner-secrets-sync", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._started.set)
-        self.loop.run_forever()
-
-    def submit(self, coro: Awaitable[T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
-
-    def alive(self) -> bool:
-        """Whether the loop still runs, or is about to (and so will run what was submitted).
-
-        A thread slow to start (a busy machine) is not yet running its loop: that is alive.
-        """
-        if not self._thread.is_alive():
-            return False
-        return not self._started.is_set() or self.loop.is_running()
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        if not self._thread.is_alive():
-            self.loop.close()  # its thread is gone: nothing would run a drain (no 10 s wait)
-            return
-
-        async def drain() -> None:
-            current = asyncio.current_task()
-            pending = [t for t in asyncio.all_tasks() if t is not current]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            await self.loop.shutdown_asyncgens()
-
-        if threading.current_thread() is not self._thread:
-            try:
-                asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=10)
-            except Exception:
-                pass  # best effort: the loop is going away either way
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                self.loop.close()
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 class SyncSecretsManager:
@@ -107,7 +45,7 @@ class SyncSecretsManager:
 
     def __init__(self, manager: SecretsManager) -> None:
         self._manager = manager
-        self._runner: _LoopThread | None = None
+        self._runner: LoopThread | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -120,7 +58,7 @@ class SyncSecretsManager:
             if self._manager.closed:
                 raise SecretsError("this SecretsManager is closed")
             if self._runner is None:
-                self._runner = _LoopThread()
+                self._runner = LoopThread()
             runner = self._runner
         try:
             caller_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -157,7 +95,7 @@ class SyncSecretsManager:
         """Blocking `SecretsManager.get`."""
         manager = self._manager
         if not manager.closed:
-            value = manager._peek(normalize_key(key))
+            value = manager.resolver.peek(normalize_key(key))
             if value is not NOT_CACHED:
                 return default if value is None else value
         return self._run(lambda: manager.get(key, default))
@@ -208,16 +146,23 @@ class SyncSecretsManager:
             if not self._manager.closed:
                 self._run(self._manager.aclose)
         finally:
-            self._shutdown()
+            self.stop_loop()
 
-    def _owns_running_loop(self) -> bool:
+    def owns_running_loop(self) -> bool:
+        """Whether the caller runs on this facade's background loop (internal)."""
         runner = self._runner
         try:
             return runner is not None and asyncio.get_running_loop() is runner.loop
         except RuntimeError:
             return False
 
-    def _shutdown(self) -> None:
+    def loop_running(self) -> bool:
+        """Whether the background loop thread was started and still runs (internal)."""
+        runner = self._runner
+        return runner is not None and runner.alive()
+
+    def stop_loop(self) -> None:
+        """Stop the background loop and its thread, without closing the manager (internal)."""
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is not None:

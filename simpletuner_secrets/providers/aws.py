@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from ..errors import ProviderError
-from .base import DocumentSecretProvider, document_from_mapping
+from ..errors import ConfigurationError, ProviderError
+from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["AWSSecretsManagerProvider"]
 
@@ -185,6 +185,24 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         self._missing_reported = False
+
+    @classmethod
+    def from_settings(
+        cls, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> AWSSecretsManagerProvider | LeftOut:
+        """The AWS provider of the default chain, when a secret name is set.
+
+        Left out (debug) with no ``aws_secret_name`` / ``SIMPLETUNER_AWS_SECRET_NAME`` or no
+        aioboto3; (warning) when a setting is malformed.
+        """
+        if not (config.get("aws_secret_name") or environ.get("SIMPLETUNER_AWS_SECRET_NAME")):
+            return LeftOut(cls.name, "no aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME")
+        try:
+            return cls(config=config, environ=environ)
+        except ImportError as exc:
+            return LeftOut(cls.name, str(exc))
+        except (ConfigurationError, ValueError) as exc:
+            return LeftOut(cls.name, str(exc), logging.WARNING)
 
     def __repr__(self) -> str:
         return (

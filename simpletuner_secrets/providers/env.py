@@ -67,6 +67,13 @@ class EnvironmentSecretProvider(SecretProvider):
         self._read: Callable[[str], str | None] = reader or self._environ.get
         self._names: dict[str, str] = {}
 
+    @classmethod
+    def from_settings(
+        cls, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> EnvironmentSecretProvider:
+        """The environment provider of the default chain: prefix from ``env_prefix``."""
+        return cls(prefix=config.get("env_prefix") or "")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self.prefix.rstrip('_')!r})"
 

@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
-from .base import DocumentSecretProvider, document_from_mapping
+from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["HashiCorpVaultProvider"]
 
@@ -241,6 +241,32 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self._client_lock = threading.Lock()
         self._warn_lock = threading.Lock()
         self._warned_missing = False
+
+    @classmethod
+    def from_settings(
+        cls, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> HashiCorpVaultProvider | LeftOut:
+        """The Vault provider of the default chain, when an address is set.
+
+        Left out (debug) with no ``vault_url`` / ``VAULT_ADDR`` or no hvac; (warning) when a
+        setting is malformed or partial (an address and no token).
+        """
+        if not (config.get("vault_url") or environ.get("VAULT_ADDR")):
+            return LeftOut(cls.name, "no vault_url / VAULT_ADDR")
+        try:
+            provider = cls(config=config, environ=environ)
+        except ImportError as exc:
+            return LeftOut(cls.name, str(exc))
+        except ConfigurationError as exc:
+            return LeftOut(cls.name, str(exc), logging.WARNING)
+        missing = provider.missing_settings()
+        if missing:
+            return LeftOut(
+                cls.name,
+                f"its settings are partial, missing {', '.join(missing)}",
+                logging.WARNING,
+            )
+        return provider
 
     # -- settings ----------------------------------------------------------------------
 

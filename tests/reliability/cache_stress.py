@@ -70,8 +70,16 @@ def main() -> None:
     stop.set()
     for thread in background:
         thread.join()
-    print(json.dumps({"errors": errors[:5], "error_count": len(errors), "blocked": blocked,
-                      "answers": len(answers)}))
+    print(
+        json.dumps(
+            {
+                "errors": errors[:5],
+                "error_count": len(errors),
+                "blocked": blocked,
+                "answers": len(answers),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

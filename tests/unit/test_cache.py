@@ -20,19 +20,7 @@ from simpletuner_secrets.cache import (
     invalidate_provider_cache,
     invalidate_user_cache,
 )
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -404,7 +392,7 @@ async def test_waiters_of_a_cancelled_load_on_their_loop_load_again() -> None:
 
     waiters = [asyncio.create_task(c.get_or_set_async("k", factory)) for _ in range(20)]
     await first_started.wait()
-    (load,) = c._load_tasks()
+    (load,) = c.load_tasks()
     load.cancel()
     assert await asyncio.gather(*waiters) == ["v2"] * 20
     assert calls == 2

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from simpletuner_secrets._loop_thread import LoopThread
 from simpletuner_secrets.cache import TTLCache, cached
 from simpletuner_secrets.errors import SecretsError
 from simpletuner_secrets.providers.base import SecretProvider
@@ -47,7 +48,7 @@ async def test_one_failed_refresh_backs_off_once_however_many_lookups_waited() -
     results = await asyncio.gather(*(m.get("A") for _ in range(10)))
     assert results == ["value-a"] * 10
     assert doc.loads == 2  # one refresh for all ten
-    entry = m._cache.peek((id(m._slots[0]), None))
+    entry = m.resolver.cache.peek((id(m.resolver.slots[0]), None))
     assert entry is not None
     assert entry[0].failures == 1
     assert entry[0].retry_at - clock.now <= 1.0  # first retry after at most 1 s
@@ -248,13 +249,13 @@ def test_first_sync_call_is_not_refused_while_the_loop_thread_starts(
     from simpletuner_secrets import sync as sync_module
 
     monkeypatch.setattr(sync_module, "_ALIVE_POLL_S", 0.01)
-    original = sync_module._LoopThread._run
+    original = LoopThread._run
 
     def slow_start(self: Any) -> None:
         time.sleep(0.1)
         original(self)
 
-    monkeypatch.setattr(sync_module._LoopThread, "_run", slow_start)
+    monkeypatch.setattr(LoopThread, "_run", slow_start)
     m = make(KeyProvider({"A": "value-a"}))
     try:
         assert m.sync.get("A") == "value-a"

@@ -22,20 +22,11 @@ from simpletuner_secrets.errors import SecretFileError
 from simpletuner_secrets.providers import file as file_module
 from simpletuner_secrets.providers.base import NOT_CACHED
 from simpletuner_secrets.providers.file import FileSecretProvider
+from tests.clock import FakeClock
 from tests.heartbeat import max_gap_during
 
 SECRET = "hf_do_not_leak_this_value"
 WRITER_SCRIPT = Path(__file__).with_name("file_provider_writer.py")
-
-
-class Clock:
-    """A monotonic clock that only moves when a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -168,7 +159,7 @@ async def test_external_edit_seen_within_a_second_without_reparsing_meanwhile(
     tmp_path: Path,
 ) -> None:
     """Within a second nothing is read; after it, a changed file is parsed again."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     path = write(tmp_path / "s.json", '{"A": "one"}')
     p = FileSecretProvider(path, timer=clock)
     assert await p.get("A") == "one"
@@ -189,7 +180,7 @@ async def test_no_system_call_within_the_second(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A warm get inside the second neither stats the file nor hops to a thread."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     p = FileSecretProvider(write(tmp_path / "s.json", '{"A": "v"}'), timer=clock)
     assert await p.get("A") == "v"
 
@@ -207,7 +198,7 @@ async def test_no_system_call_within_the_second(
 
 async def test_invalidate_forces_a_fresh_parse(tmp_path: Path) -> None:
     """invalidate() makes the next get parse the file again, even inside the second."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     path = write(tmp_path / "s.json", '{"A": "one"}')
     p = FileSecretProvider(path, timer=clock)
     assert await p.get("A") == "one"
@@ -221,7 +212,7 @@ async def test_invalidate_forces_a_fresh_parse(tmp_path: Path) -> None:
 
 async def test_peek_answers_only_while_the_document_is_current(tmp_path: Path) -> None:
     """peek gives the value within the second and NOT_CACHED outside it."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     p = FileSecretProvider(write(tmp_path / "s.json", '{"A": "v"}'), timer=clock)
     assert p.peek("A") is NOT_CACHED
     await p.get("A")
@@ -341,7 +332,7 @@ async def test_looser_existing_directory_is_kept_with_a_warning(
 
 async def test_write_is_seen_at_once_by_the_next_get(tmp_path: Path) -> None:
     """After set and delete, the next get sees the change without waiting for the re-check."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     p = FileSecretProvider(write(tmp_path / "s.json", '{"A": "old"}'), timer=clock)
     assert await p.get("A") == "old"
     await p.set("A", "new")
@@ -466,7 +457,7 @@ async def test_readable_by_others_warns_once_and_strict_refuses(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A group-readable file is read with one warning per state, or refused when strict."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     path = write(tmp_path / "s.json", json.dumps({"A": SECRET}), mode=0o640)
     p = FileSecretProvider(path, timer=clock)
     with caplog.at_level(logging.WARNING, logger="simpletuner_secrets"):
@@ -612,7 +603,7 @@ async def test_corruption_keeps_last_good_document_and_deletion_empties(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A file corrupted after a good read serves the last good values, warning once."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
     p = FileSecretProvider(path, timer=clock)
     assert await p.get("A") == SECRET
@@ -636,7 +627,7 @@ async def test_corruption_keeps_last_good_document_and_deletion_empties(
 async def test_corruption_before_any_good_read_raises_every_time(tmp_path: Path) -> None:
     """With no good document ever read, a malformed file raises on every lookup; like a
     document, the failure is re-checked at most once a second, and a fix is then seen."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     p = FileSecretProvider(write(tmp_path / "s.json", "{"), timer=clock)
     for _ in range(2):
         with pytest.raises(SecretFileError, match="line 1"):

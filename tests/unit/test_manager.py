@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from simpletuner_secrets import manager as manager_module
+from simpletuner_secrets._freshness import Entry
 from simpletuner_secrets.errors import ProviderError, SecretsError
 from simpletuner_secrets.keys import normalize_key
 from simpletuner_secrets.manager import (
@@ -22,16 +23,9 @@ from simpletuner_secrets.manager import (
     set_secrets_manager,
 )
 from simpletuner_secrets.providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+from tests.clock import FakeClock
 
 SECRET = "s3cr3t-value-do-not-leak"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class KeyProvider(SecretProvider):
@@ -93,11 +87,9 @@ class LiveProvider(SecretProvider):
 
 
 def make(*providers: SecretProvider, clock: FakeClock | None = None, **kw: Any) -> SecretsManager:
-    m = SecretsManager(list(providers), **kw)
     if clock is not None:
-        m._timer = clock
-        m._cache._timer = clock
-    return m
+        kw["timer"] = clock
+    return SecretsManager(list(providers), **kw)
 
 
 async def test_highest_priority_provider_wins() -> None:
@@ -163,11 +155,11 @@ async def test_concurrent_misses_make_one_call_per_provider() -> None:
 
 async def test_answers_are_cached_for_the_ttl_with_jitter() -> None:
     """A cached answer is reused until its jittered TTL passes, then fetched again."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": "v1"})
     m = make(doc, clock=clock, cache_ttl=100)
     assert await m.get("K") == "v1"
-    entry = m._cache.peek((id(m._slots[0]), None))
+    entry = m.resolver.cache.peek((id(m.resolver.slots[0]), None))
     assert entry is not None
     lifetime = entry[0].fresh_until - entry[0].fetched_at
     assert 90 <= lifetime <= 110
@@ -182,13 +174,13 @@ async def test_answers_are_cached_for_the_ttl_with_jitter() -> None:
 
 async def test_refresh_ahead_serves_current_value_while_refreshing() -> None:
     """Near expiry a hot entry is refreshed in the background; callers do not wait."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": "v1"}, delay=0.05)
     m = make(doc, clock=clock, cache_ttl=100)
     await m.get("K")
     doc.data["K"] = "v2"
     clock.now += 95  # inside the refresh-ahead window, still fresh for any jitter >= 0.95
-    entry = m._cache.peek((id(m._slots[0]), None))
+    entry = m.resolver.cache.peek((id(m.resolver.slots[0]), None))
     assert entry is not None
     clock.now = entry[0].refresh_at + 0.01
     loop = asyncio.get_running_loop()
@@ -205,7 +197,7 @@ async def test_stale_if_error_serves_last_good_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A failing refresh keeps serving the last good value, warning once per streak."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": SECRET})
     m = make(doc, clock=clock, cache_ttl=10)
     assert await m.get("K") == SECRET
@@ -232,7 +224,7 @@ async def test_stale_if_error_serves_last_good_with_one_warning(
 
 async def test_stale_values_expire_after_max_stale() -> None:
     """Past max_stale a failing provider counts as failed: the key is not served."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": "v"})
     m = make(doc, clock=clock, cache_ttl=10, max_stale=30)
     await m.get("K")
@@ -388,9 +380,9 @@ async def test_peek_fast_path_needs_every_higher_provider_decided() -> None:
     """The no-await fast path answers only when every higher provider is known."""
     doc = DocProvider({"K": "v"})
     m = make(LiveProvider({}), doc)
-    assert m._peek("K") is NOT_CACHED
+    assert m.resolver.peek("K") is NOT_CACHED
     await m.get("K")
-    assert m._peek("K") == "v"
+    assert m.resolver.peek("K") == "v"
 
 
 def test_singleton_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -442,20 +434,20 @@ def test_class_constants() -> None:
 
 def test_aclose_with_a_refresh_pending_on_the_sync_facade_loop() -> None:
     """A background refresh started by m.sync on its loop does not break aclose elsewhere."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": SECRET})
     m = make(doc, clock=clock, cache_ttl=10)
     assert m.sync.get("K") == SECRET
     doc.delay = 5.0  # the refresh stays in flight on the facade's loop
     clock.now += 8.9  # past the refresh-ahead point (7.2-8.8 s), before expiry (9-11 s)
     assert m.sync.get("K") == SECRET
-    assert len(m._background) == 1
+    assert len(m.resolver._background) == 1
     asyncio.run(m.aclose())
     assert m.closed and m._sync is not None and m._sync._runner is None
     deadline = time.monotonic() + 5
-    while m._background and time.monotonic() < deadline:
+    while m.resolver._background and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not m._background  # cancelled on its own loop
+    assert not m.resolver._background  # cancelled on its own loop
 
 
 async def test_explain_skips_a_failing_provider_like_get(tmp_path: Path) -> None:
@@ -480,7 +472,7 @@ async def test_explain_skips_a_failing_provider_like_get(tmp_path: Path) -> None
 
 async def test_explain_says_not_cached_after_a_refetch() -> None:
     """An entry refetched by the lookup is reported as not cached, age 0."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": SECRET})
     m = make(doc, clock=clock, cache_ttl=10)
     await m.get("K")
@@ -492,25 +484,25 @@ async def test_explain_says_not_cached_after_a_refetch() -> None:
 
 async def test_cancelled_refresh_ahead_can_start_again() -> None:
     """A refresh-ahead cancelled mid-flight does not block later refreshes of its entry."""
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     doc = DocProvider({"K": SECRET})
     m = make(doc, clock=clock, cache_ttl=10)
     await m.get("K")
     doc.delay = 0.2
     clock.now += 8.9  # past the refresh-ahead point (7.2-8.8 s), before expiry (9-11 s)
     await m.get("K")
-    (task,) = m._background
+    (task,) = m.resolver._background
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await m.get("K")  # a new refresh-ahead starts (it joins the load still in flight)
-    assert len(m._background) == 1
-    await asyncio.gather(*m._background)
+    assert len(m.resolver._background) == 1
+    await asyncio.gather(*m.resolver._background)
     assert doc.loads == 2 and await m.get("K") == SECRET
 
 
 def test_cache_entries_never_show_values_in_a_repr() -> None:
     """The manager's cached entries (documents, values) are left out of their repr."""
-    entry = manager_module._Entry({"K": SECRET}, 0.0, 1.0, 0.8)
+    entry = Entry({"K": SECRET}, 0.0, 1.0, 0.8)
     assert SECRET not in repr(entry)
 
 
@@ -520,9 +512,9 @@ async def test_aclose_stops_loads_in_flight_so_closed_providers_are_not_called()
     m = make(doc)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(m.get("K"), 0.05)
-    assert m._cache.stats()["pending"] == 1
+    assert m.resolver.cache.stats()["pending"] == 1
     await m.aclose()
-    assert m._cache.stats()["pending"] == 0
+    assert m.resolver.cache.stats()["pending"] == 0
     await asyncio.sleep(0.4)
     assert doc.loads == 1
     current = asyncio.current_task()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,6 @@ from simpletuner_secrets import (
     SecretsError,
     SecretsManager,
 )
-from simpletuner_secrets import manager as manager_module
 from simpletuner_secrets.testing import InMemorySecretProvider
 
 SECRET = "chain-secret-value-6c5b4a"
@@ -41,10 +39,10 @@ def test_missing_extra_leaves_the_provider_out_with_a_debug_line(
 ) -> None:
     """A configured provider whose SDK is not installed is left out, the extra named."""
 
-    def missing(module: str, name: str) -> Any:
-        raise ImportError(f"{name} needs pip install 'simpletuner-secrets[{module}]'")
+    from simpletuner_secrets.providers import aws, vault
 
-    monkeypatch.setattr(manager_module, "_provider_class", missing)
+    monkeypatch.setattr(aws, "_sdk_importable", lambda: False)
+    monkeypatch.setattr(vault, "_hvac_installed", lambda: False)
     caplog.set_level(logging.DEBUG, logger="simpletuner_secrets")
     manager = SecretsManager(
         config={"aws_secret_name": "app", "vault_url": "http://127.0.0.1:1", "vault_token": "t"}

@@ -20,19 +20,10 @@ from simpletuner_secrets.errors import ProviderError, SecretFileError
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
 from simpletuner_secrets.providers.file import FileSecretProvider
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.clock import FakeClock
 
 SECRET = "hf_review_secret_value_5f3a"
 TOKEN = "hvs.review-token-never-shown"
-
-
-class Clock:
-    """A monotonic clock that only moves when a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write(path: Path, data: str | bytes, mode: int = 0o600) -> Path:
@@ -114,7 +105,7 @@ async def test_same_size_edit_with_an_unchanged_mtime_is_seen(tmp_path: Path) ->
     (mtime, size, inode) unchanged. The edit must still be seen, not missed forever.
     os.utime stands in for the coarse clock here; the ctime still changed."""
     path = write(tmp_path / "s.json", json.dumps({"A": "old-value-1"}))
-    clock = Clock()
+    clock = FakeClock(100.0)
     provider = FileSecretProvider(path, timer=clock)
     assert await provider.get("A") == "old-value-1"
     st = os.stat(path)
@@ -129,7 +120,7 @@ async def test_a_malformed_file_is_not_parsed_again_on_every_get(tmp_path: Path)
     """The file is checked at most once a second: a malformed file (no good read before)
     raises SecretFileError, but 20 lookups within one second must not parse it 20 times."""
     path = write(tmp_path / "s.json", '{"A": "' + "x" * 1000 + '",')
-    clock = Clock()
+    clock = FakeClock(100.0)
     provider = FileSecretProvider(path, timer=clock)
     for _ in range(20):
         with pytest.raises(SecretFileError):

@@ -180,7 +180,7 @@ def test_stopping_a_facade_whose_loop_thread_died_does_not_wait() -> None:
     runner._thread.join(5)
     assert not runner._thread.is_alive()
     start = _time.monotonic()
-    m.sync._shutdown()
+    m.sync.stop_loop()
     assert _time.monotonic() - start < 2.0
     assert runner.loop.is_closed()
     m.sync.close()

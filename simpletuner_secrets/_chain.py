@@ -1,0 +1,53 @@
+"""The default chain: every built-in provider asked, in priority order, to build itself from
+the manager's ``config`` and the environment. No provider setting is named here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .providers.base import LeftOut, SecretProvider
+
+__all__ = ["BUILT_IN_PROVIDERS", "default_chain"]
+
+logger = logging.getLogger("simpletuner_secrets")
+
+#: The built-in providers of the default chain, highest priority first: (module, class).
+BUILT_IN_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("env", "EnvironmentSecretProvider"),
+    ("file", "FileSecretProvider"),
+    ("aws", "AWSSecretsManagerProvider"),
+    ("vault", "HashiCorpVaultProvider"),
+)
+
+
+def default_chain(
+    config: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[list[SecretProvider], list[LeftOut]]:
+    """Build the default chain.
+
+    Each provider left out is logged once, at the level its `LeftOut` gives.
+
+    Args:
+        config: The manager's settings.
+        environ: The environment to read settings from.
+
+    Returns:
+        The chain, highest priority first, and the providers left out with their reasons.
+    """
+    chain: list[SecretProvider] = []
+    left_out: list[LeftOut] = []
+    for module, name in BUILT_IN_PROVIDERS:
+        factory: type[SecretProvider] = getattr(
+            importlib.import_module(f".providers.{module}", __package__), name
+        )
+        answer = factory.from_settings(config, environ)
+        if isinstance(answer, LeftOut):
+            logger.log(answer.level, "%s provider left out: %s", answer.provider, answer.reason)
+            left_out.append(answer)
+        else:
+            chain.append(answer)
+    return chain, left_out

@@ -1,0 +1,103 @@
+"""The freshness policy: how long a cached answer is fresh, when it is refreshed, how long it
+may be served stale, how failed refreshes back off. Pure: no I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Entry", "Freshness", "Policy", "RandomSource", "decide"]
+
+
+class RandomSource(Protocol):
+    """What the policy draws jitter from: the `random` module, or a seeded `random.Random`."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+class Freshness(enum.Enum):
+    """What to do with a cached entry at a given moment (see `decide`)."""
+
+    #: Serve it.
+    FRESH = "fresh"
+    #: Serve it, and refresh it in the background before it goes stale.
+    REFRESH_AHEAD = "refresh ahead"
+    #: Past freshness while refreshes fail and back off: serve the last good answer.
+    SERVE_STALE = "serve stale"
+    #: Past freshness and no backoff pending: refresh now, serve the last good answer on failure.
+    REVALIDATE = "revalidate"
+    #: Too old to serve even stale: a new answer, or the failure.
+    RELOAD = "reload"
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """A cached answer (a document, or one key's value) and its freshness."""
+
+    value: Any = field(repr=False)  # a document or a secret: never in a repr
+    fetched_at: float
+    fresh_until: float
+    refresh_at: float
+    failures: int = 0
+    retry_at: float = 0.0
+    refreshing: bool = False
+    #: Answered a lookup since eviction last came round (second-chance eviction).
+    used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The manager's freshness settings.
+
+    Args:
+        ttl: Seconds an answer is fresh, before jitter.
+        jitter: Each entry's lifetime is ``ttl`` times a factor drawn from
+            ``[1 - jitter, 1 + jitter]``, so a fleet does not expire together.
+        refresh_ahead_at: Share of an entry's lifetime after which a lookup refreshes it in the
+            background.
+        max_stale: Seconds past freshness that the last good answer may still be served while
+            refreshes fail.
+        max_backoff: Failed refreshes retry after 1, 2, 4 ... seconds (halved at random), at
+            most this long apart.
+    """
+
+    ttl: float
+    jitter: float = 0.1
+    refresh_ahead_at: float = 0.8
+    max_stale: float = 86_400.0
+    max_backoff: float = 60.0
+
+    @property
+    def longest_life(self) -> float:
+        """How long a cache must keep an entry: its longest freshness plus ``max_stale``."""
+        return self.ttl * (1.0 + self.jitter) + self.max_stale
+
+    def new_entry(self, value: Any, now: float, rng: RandomSource) -> Entry:
+        """An entry fetched at ``now``, with a jittered lifetime."""
+        life = self.ttl * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        return Entry(value, now, now + life, now + life * self.refresh_ahead_at)
+
+    def backoff(self, failures: int, rng: RandomSource) -> float:
+        """Seconds to wait before retrying after the ``failures``-th failure in a row."""
+        return min(self.max_backoff, 2.0 ** (failures - 1)) * rng.uniform(0.5, 1.0)
+
+
+def decide(entry: Entry, now: float, policy: Policy) -> Freshness:
+    """The one freshness decision: what a lookup does with ``entry`` at ``now``.
+
+    Rules, in order: past ``fresh_until + max_stale`` it is `RELOAD`; before ``fresh_until``
+    it is `FRESH`, or `REFRESH_AHEAD` once ``refresh_at`` has passed (unless a refresh is
+    already running or a failed one is backing off); past freshness it is `SERVE_STALE` while
+    a failed refresh backs off, else `REVALIDATE`.
+    """
+    if now >= entry.fresh_until + policy.max_stale:
+        return Freshness.RELOAD
+    if now < entry.fresh_until:
+        if now >= entry.refresh_at and not entry.refreshing and now >= entry.retry_at:
+            return Freshness.REFRESH_AHEAD
+        return Freshness.FRESH
+    if now < entry.retry_at:
+        return Freshness.SERVE_STALE
+    return Freshness.REVALIDATE

@@ -1,0 +1,418 @@
+"""The resolver: the chain's answers for a key, in priority order, through the manager's cache.
+
+It holds the fast path (`peek`, no I/O), the fan-out over the providers, the timed provider
+call with its counters, and the background refreshes. `SecretsManager` owns one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._flight import being_cancelled
+from ._freshness import Entry, Freshness, Policy, RandomSource, decide
+from .cache import SecondChanceCache
+from .errors import ProviderError, SecretsError
+from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+
+__all__ = ["Mode", "OnError", "ProviderStats", "Resolver", "Slot"]
+
+logger = logging.getLogger("simpletuner_secrets")
+
+OnError = Literal["skip", "raise"]
+
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+
+    def _timeout(delay: float) -> Any:
+        import anyio
+
+        return anyio.fail_after(delay)
+
+
+def _expired(deadline: Any) -> bool:
+    """Whether ``provider_timeout`` itself ran out (asyncio's Timeout, or anyio's scope)."""
+    if deadline is None:
+        return True
+    expired = getattr(deadline, "expired", None)
+    if callable(expired):
+        return bool(expired())
+    return bool(getattr(deadline, "cancel_called", True))
+
+
+class Mode(enum.Enum):
+    """How the resolver asks a provider."""
+
+    #: Live or self-managed (environment, file): asked every time, never cached here.
+    LIVE = "live"
+    #: A whole document per refresh, cached once for every key.
+    DOCUMENT = "document"
+    #: Key by key (a custom provider), each answer cached.
+    PER_KEY = "per key"
+
+    @classmethod
+    def of(cls, provider: SecretProvider) -> Mode:
+        if not provider.cache_answers:
+            return cls.LIVE
+        if isinstance(provider, DocumentSecretProvider):
+            return cls.DOCUMENT
+        return cls.PER_KEY
+
+
+@dataclass(eq=False)
+class ProviderStats:
+    """One provider's counters, as `SecretsManager.stats` shows them."""
+
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    stale_served: int = 0
+    total_latency_s: float = 0.0
+    last_latency_s: float | None = None
+    failing: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "stale_served": self.stale_served,
+            "avg_latency_ms": round(self.total_latency_s / self.calls * 1000, 3)
+            if self.calls
+            else None,
+            "last_latency_ms": None
+            if self.last_latency_s is None
+            else round(self.last_latency_s * 1000, 3),
+        }
+
+
+@dataclass(eq=False)
+class Slot:
+    """A provider's place in the chain, with its mode and counters."""
+
+    provider: SecretProvider
+    mode: Mode
+    stats: ProviderStats = field(default_factory=ProviderStats)
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def cache_key(self, nkey: str) -> tuple[int, str | None]:
+        """The cache key of this provider's answer for ``nkey`` (its document, or the key)."""
+        return (id(self), None if self.mode is Mode.DOCUMENT else nkey)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    # A lookup nobody waits for any more: retrieve its outcome so asyncio does not warn.
+    if not task.cancelled():
+        task.exception()
+
+
+class Resolver:
+    """The chain's answer for a key: the fast path, the fan-out, the cache, the refreshes.
+
+    Args:
+        providers: The chain, highest priority first.
+        policy: The freshness policy.
+        max_size: Most cached answers.
+        on_provider_error: ``"skip"`` or ``"raise"`` (see `SecretsManager`).
+        provider_timeout: Seconds any provider call may take.
+        timer: Monotonic clock.
+        rng: Source of jitter.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[SecretProvider],
+        policy: Policy,
+        *,
+        max_size: int,
+        on_provider_error: OnError,
+        provider_timeout: float,
+        timer: Callable[[], float],
+        rng: RandomSource,
+    ) -> None:
+        self.slots = [Slot(p, Mode.of(p)) for p in providers]
+        self.policy = policy
+        self.on_provider_error: OnError = on_provider_error
+        self.provider_timeout = provider_timeout
+        self.timer = timer
+        self.rng = rng
+        # The cache keeps an entry as long as it may serve (fresh, then stale); `cached`
+        # applies each entry's own end.
+        self.cache: SecondChanceCache[Entry] = SecondChanceCache(
+            default_ttl=policy.longest_life, max_size=max_size, timer=timer
+        )
+        self.closed = False
+        self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the fast path ----------------------------------------------------------------
+
+    def peek(self, nkey: str) -> Any:
+        """Answer from live reads and fresh cache entries, or `NOT_CACHED`. No I/O.
+
+        Kept inline on purpose (no `decide` call, no cache method): it is the warm ``get``
+        of ``bench_manager`` and the sync facade's warm ``get``.
+        """
+        now = self.timer()
+        data = self.cache.entries()
+        for slot in self.slots:
+            mode = slot.mode
+            if mode is Mode.LIVE:
+                value = slot.provider.peek(nkey)
+            else:
+                got = data.get((id(slot), None) if mode is Mode.DOCUMENT else (id(slot), nkey))
+                if got is None:
+                    return NOT_CACHED
+                entry = got[0]
+                if not entry.used:
+                    entry.used = True  # kept recent: see SecondChanceCache
+                if now >= entry.refresh_at:
+                    return NOT_CACHED  # let the slow path decide (refresh ahead, stale...)
+                value = entry.value.get(nkey) if mode is Mode.DOCUMENT else entry.value
+            if value is NOT_CACHED:
+                return NOT_CACHED
+            if value:
+                self.fast_hits += 1
+                return value
+        self.fast_hits += 1
+        return None
+
+    # -- the slow path ----------------------------------------------------------------
+
+    async def resolve(self, nkey: str) -> str | None:
+        """Ask every provider at once; answer in priority order as soon as it is decided."""
+        tasks: list[asyncio.Task[str | None]] = []
+        try:
+            for slot in self.slots:
+                tasks.append(asyncio.ensure_future(self.ask(slot, nkey)))
+            for slot, task in zip(self.slots, tasks, strict=True):
+                try:
+                    value = await task
+                except ProviderError as exc:
+                    self._provider_failed(slot, exc)
+                    continue
+                if value:
+                    return value
+            return None
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    task.add_done_callback(_consume)
+                elif not task.cancelled():
+                    task.exception()
+
+    def _provider_failed(self, slot: Slot, exc: ProviderError) -> None:
+        if self.on_provider_error == "raise":
+            raise exc
+        if not slot.stats.failing:
+            slot.stats.failing = True
+            logger.warning("provider %s failed and is skipped: %s", slot.name, exc)
+
+    async def ask(self, slot: Slot, nkey: str) -> str | None:
+        """One provider's answer for ``nkey``, through the cache where it applies."""
+        mode = slot.mode
+        provider = slot.provider
+        if mode is Mode.LIVE:
+            value = provider.peek(nkey)
+            if value is NOT_CACHED:
+                value = await self.call(slot, lambda: provider.get(nkey))
+            return value or None
+        if mode is Mode.DOCUMENT:
+            assert isinstance(provider, DocumentSecretProvider)
+            document = await self._cached(slot, slot.cache_key(nkey), provider.load_document)
+            value = document.get(nkey)
+        else:
+            value = await self._cached(slot, slot.cache_key(nkey), lambda: provider.get(nkey))
+        return value or None
+
+    async def call(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """Call a provider within ``provider_timeout``, counting calls, errors and latency."""
+        stats = slot.stats
+        if self.closed:
+            # A lookup in flight when the manager closed: its provider is closed, and this is
+            # no provider failure to skip, so it ends the lookup.
+            raise SecretsError("this SecretsManager was closed during the lookup")
+        start = self.timer()
+        failure: ProviderError | None = None
+        deadline: Any = None
+        try:
+            async with _timeout(self.provider_timeout) as deadline:
+                result = await fetch()
+        except TimeoutError as exc:
+            stats.errors += 1
+            if _expired(deadline):
+                stats.timeouts += 1
+                failure = ProviderError(
+                    f"{slot.name}: no answer within {self.provider_timeout:g} s",
+                    provider=slot.name,
+                )
+            else:
+                # The provider's own TimeoutError (its client's read timeout, say), raised
+                # before ours: a failure like any other, not "no answer within".
+                failure = ProviderError(
+                    f"{slot.name}: failed with {type(exc).__name__}", provider=slot.name
+                )
+        except ProviderError:
+            stats.errors += 1
+            raise
+        except asyncio.CancelledError:
+            if being_cancelled():
+                raise
+            # The provider ended in CancelledError without being cancelled (it awaited a
+            # future someone else cancelled): a failure like any other.
+            stats.errors += 1
+            failure = ProviderError(f"{slot.name}: failed with CancelledError", provider=slot.name)
+        except Exception as exc:
+            stats.errors += 1
+            # A custom provider broke its contract; name the failure, not its message
+            # (which might quote a value). Raised below, outside this handler, so that the
+            # provider's exception is not even its context.
+            failure = ProviderError(
+                f"{slot.name}: failed with {type(exc).__name__}", provider=slot.name
+            )
+        finally:
+            elapsed = self.timer() - start
+            stats.calls += 1
+            stats.total_latency_s += elapsed
+            stats.last_latency_s = elapsed
+        if failure is not None:
+            raise failure
+        if stats.failing:
+            stats.failing = False
+            logger.info("provider %s answers again", slot.name)
+        return result
+
+    async def _fetch_entry(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Entry:
+        value = await self.call(slot, fetch)
+        return self.policy.new_entry(value, self.timer(), self.rng)
+
+    async def _cached(
+        self, slot: Slot, ckey: tuple[int, str | None], fetch: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """A cached answer, refreshed ahead of expiry, served stale while refreshes fail."""
+        cache = self.cache
+        entry = cache.touch(ckey)  # a hit counts; a miss is counted once, by the load
+
+        def load() -> Awaitable[Entry]:
+            return self._fetch_entry(slot, fetch)
+
+        if entry is None:
+            return (await cache.get_or_set_async(ckey, load)).value
+        verdict = decide(entry, self.timer(), self.policy)
+        if verdict is Freshness.FRESH:
+            return entry.value
+        if verdict is Freshness.REFRESH_AHEAD:
+            entry.refreshing = True
+            self.spawn(self._refresh_ahead(slot, ckey, entry, load))
+            return entry.value
+        if verdict is Freshness.RELOAD:
+            # Too old to serve even stale: a new value, or the failure.
+            return (await cache.refresh_async(ckey, load)).value
+        if verdict is Freshness.SERVE_STALE:
+            slot.stats.stale_served += 1
+            return entry.value
+        try:  # Freshness.REVALIDATE
+            return (await cache.refresh_async(ckey, load)).value
+        except ProviderError as exc:
+            slot.stats.stale_served += 1
+            # Every lookup that joined the refresh gets its failure; the first one counts it
+            # (and moves retry_at ahead), so one failure backs off once.
+            if self.timer() >= entry.retry_at:
+                self._refresh_failed(slot, entry, exc)
+            return entry.value
+
+    def _refresh_failed(self, slot: Slot, entry: Entry, exc: ProviderError) -> None:
+        """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""
+        entry.failures += 1
+        slot.stats.failing = True  # so that the first success after the outage is logged
+        entry.retry_at = self.timer() + self.policy.backoff(entry.failures, self.rng)
+        if entry.failures == 1:
+            age = self.timer() - entry.fetched_at
+            logger.warning(
+                "provider %s: refresh failed (%s); serving the last good answer, %.0f s old, "
+                "and retrying",
+                slot.name,
+                exc,
+                age,
+            )
+
+    async def _refresh_ahead(
+        self,
+        slot: Slot,
+        ckey: tuple[int, str | None],
+        entry: Entry,
+        load: Callable[[], Awaitable[Entry]],
+    ) -> None:
+        try:
+            await self.cache.refresh_async(ckey, load)
+        except ProviderError as exc:
+            self._refresh_failed(slot, entry, exc)
+        except SecretsError:
+            pass  # the manager closed meanwhile: nothing to refresh for
+        finally:
+            # Also when cancelled (its loop shutting down): a later lookup may refresh again.
+            entry.refreshing = False
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` in a background task held until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def cached_entry(self, slot: Slot, nkey: str) -> Entry | None:
+        """The entry holding ``slot``'s answer for ``nkey``, even if stale, else None."""
+        got = self.cache.peek(slot.cache_key(nkey))
+        return None if got is None else got[0]
+
+    def forget(self, nkey: str) -> None:
+        """Drop the per-key answers for ``nkey`` (after a write)."""
+        for slot in self.slots:
+            if slot.mode is Mode.PER_KEY:
+                self.cache.delete(slot.cache_key(nkey))
+
+    def clear(self) -> None:
+        """Forget every cached answer, the document providers' own copies included."""
+        self.cache.clear()
+        for slot in self.slots:
+            provider = slot.provider
+            if isinstance(provider, DocumentSecretProvider):
+                provider.invalidate()
+
+    def stats(self) -> dict[str, Any]:
+        """Cache counters and, per provider, calls, errors, timeouts and latency."""
+        cache = self.cache.stats()
+        cache["hits"] += self.fast_hits
+        return {
+            "cache": cache,
+            "providers": {s.name: s.stats.snapshot() for s in self.slots},
+        }
+
+    async def cancel_background(self) -> None:
+        """Cancel background refreshes and loads in flight, so that no provider is called
+        after it is closed: this loop's are awaited, other loops' cancelled on their loop."""
+        current = asyncio.get_running_loop()
+        here: list[asyncio.Task[Any]] = []
+        for task in [*self._background, *self.cache.load_tasks()]:
+            loop = task.get_loop()
+            if loop is current:
+                task.cancel()
+                here.append(task)
+            else:
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # that loop is closed: its tasks are gone with it
+        if here:
+            await asyncio.gather(*here, return_exceptions=True)
