@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from ..errors import ProviderError
 from ..keys import normalize_key
 
-__all__ = ["NOT_CACHED", "DocumentSecretProvider", "SecretProvider", "document_from_mapping"]
+__all__ = [
+    "NOT_CACHED",
+    "DocumentSecretProvider",
+    "LeftOut",
+    "SecretProvider",
+    "document_from_mapping",
+]
 
 
 class _NotCached:
@@ -28,6 +36,27 @@ class _NotCached:
 
 #: Returned by `SecretProvider.peek` when the provider cannot answer without I/O.
 NOT_CACHED: Any = _NotCached()
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Why a built-in provider is not in the default chain (its `from_settings` answer).
+
+    Attributes:
+        provider: The provider's name (``"aws"``, ``"vault"``...).
+        reason: What is missing or wrong, never a value.
+        level: The logging level the reason deserves: `logging.DEBUG` when the provider is
+            simply not configured, `logging.WARNING` when its settings are partial or wrong.
+    """
+
+    provider: str
+    reason: str
+    level: int = logging.DEBUG
+
+    @property
+    def misconfigured(self) -> bool:
+        """Whether settings were given but could not be used (a warning, not just absent)."""
+        return self.level >= logging.WARNING
 
 
 class SecretProvider(abc.ABC):
@@ -79,6 +108,24 @@ class SecretProvider(abc.ABC):
         """Return whether the provider is configured and its dependencies importable."""
         return True
 
+    @classmethod
+    def from_settings(
+        cls, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> SecretProvider | LeftOut:
+        """Build the provider from the manager's ``config`` and the environment.
+
+        The default chain asks every built-in provider this; each reads only its own
+        settings. A provider that cannot be built says why with a `LeftOut`.
+
+        Args:
+            config: The manager's ``config`` mapping.
+            environ: The environment to read settings from.
+
+        Returns:
+            The provider, or the reason it is left out.
+        """
+        return cls()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
         """Release clients and connections. Safe to call more than once."""
 
@@ -120,7 +167,15 @@ class DocumentSecretProvider(SecretProvider):
 
     async def document(self) -> Mapping[str, str]:
         """Return the current document, loading it once for all concurrent callers."""
-        return await self._document_cache.get_or_set_async("document", self.load_document)
+        return await self.load_coalesced()
+
+    async def load_coalesced(self, ttl: float | None = None) -> Mapping[str, str]:
+        """`load_document`, concurrent calls sharing one load, the result kept ``ttl`` seconds.
+
+        Args:
+            ttl: Seconds to keep the document (`document_ttl` when None; 0 only coalesces).
+        """
+        return await self._document_cache.get_or_set_async("document", self.load_document, ttl)
 
     async def get(self, key: str) -> str | None:
         """Return the value of ``key`` from the document, or ``None`` when absent."""

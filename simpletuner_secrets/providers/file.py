@@ -244,6 +244,13 @@ class FileSecretProvider(DocumentSecretProvider):
         self._warned: set[Hashable] = set()
         self.parses = 0
 
+    @classmethod
+    def from_settings(
+        cls, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> FileSecretProvider:
+        """The file provider of the default chain: ``file_path``, else the default files."""
+        return cls(config.get("file_path"))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={str(self.path)!r})"
 
@@ -300,7 +307,7 @@ class FileSecretProvider(DocumentSecretProvider):
             if failure is not None:
                 raise _again(failure)
         # ttl 0: the cache only coalesces the load in flight; freshness is tracked here.
-        return await self._document_cache.get_or_set_async("document", self.load_document, 0)
+        return await self.load_coalesced(ttl=0)
 
     async def get(self, key: str) -> str | None:
         """Return the value of ``key``, or None when the file does not have it.
@@ -392,7 +399,7 @@ class FileSecretProvider(DocumentSecretProvider):
             self._reparse = True
             self._bad_signature = None
             self._failure = None
-        self._document_cache.clear()
+        super().invalidate()
 
     def _commit(
         self, generation: int, document: dict[str, str], signature: _Signature | None
