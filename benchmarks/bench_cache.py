@@ -33,7 +33,7 @@ from _harness import (
 )
 from async_lru import alru_cache
 
-from simpletuner_secrets.cache import TTLCache
+from simpletuner_secrets import TTLCache
 
 OPS = 20_000
 

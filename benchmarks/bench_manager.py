@@ -15,7 +15,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,34 @@ from _harness import (
 )
 from async_lru import alru_cache
 
-from simpletuner_secrets import EnvironmentSecretProvider, SecretsManager
-from simpletuner_secrets.testing import InMemorySecretProvider
+from simpletuner_secrets import (
+    DocumentSecretProvider,
+    EnvironmentSecretProvider,
+    SecretsManager,
+    normalize_key,
+)
 
 OPS = 20_000
 KEYS = [f"BENCH_SECRET_{i}" for i in range(20)]
 VALUE = "bench-value-0123456789"
+
+
+class RemoteDocument(DocumentSecretProvider):
+    """A stand-in remote back-end on the public provider base: one document per load, after
+    ``latency`` seconds, loads counted."""
+
+    def __init__(self, secrets: Mapping[str, str], *, latency: float = 0.0, name: str) -> None:
+        super().__init__()
+        self.secrets = {normalize_key(k): v for k, v in secrets.items()}
+        self.latency = latency
+        self.loads = 0
+        self.name = name  # type: ignore[misc]  # one name per instance in the chain
+
+    async def load_document(self) -> Mapping[str, str]:
+        self.loads += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return dict(self.secrets)
 
 
 def _aws_cache_hit() -> Callable[[int], None] | None:
@@ -76,7 +98,7 @@ def bench_warm(rounds: int) -> tuple[float, float]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     manager = SecretsManager(
-        [EnvironmentSecretProvider(), InMemorySecretProvider({k: VALUE for k in KEYS})]
+        [EnvironmentSecretProvider(), RemoteDocument({k: VALUE for k in KEYS}, name="remote")]
     )
 
     @alru_cache(maxsize=1000, ttl=300)
@@ -130,9 +152,9 @@ def bench_cold(rounds: int) -> float:
     latency = 0.1
 
     async def one_round() -> float:
-        providers = [
-            InMemorySecretProvider({}, latency=latency, name=f"p{i}") for i in range(2)
-        ] + [InMemorySecretProvider({"ONLY_IN_LAST": VALUE}, latency=latency, name="p2")]
+        providers = [RemoteDocument({}, latency=latency, name=f"p{i}") for i in range(2)] + [
+            RemoteDocument({"ONLY_IN_LAST": VALUE}, latency=latency, name="p2")
+        ]
         async with SecretsManager(providers) as manager:
             start = time.perf_counter()
             value = await manager.get("only-in-last")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +35,12 @@ from _harness import (
     round_robin,
 )
 
-from simpletuner_secrets import EnvironmentSecretProvider, FileSecretProvider, SecretProvider
+from simpletuner_secrets import (
+    DocumentSecretProvider,
+    EnvironmentSecretProvider,
+    FileSecretProvider,
+    SecretProvider,
+)
 
 OPS = 20_000
 KEYS = [f"BENCH_PROVIDER_KEY_{i}" for i in range(20)]
@@ -103,7 +108,7 @@ class Stampede:
 
 
 async def stampede(
-    make: Callable[[], SecretProvider], count_requests: Callable[[], int]
+    make: Callable[[], DocumentSecretProvider], count_requests: Callable[[], int]
 ) -> Stampede:
     """Measure 200 concurrent cold gets against one request, on a warm and a new client."""
 
@@ -124,9 +129,9 @@ async def stampede(
         await probe.get(KEYS[0])
         # Interleaved, so that every measure sees the same state of the machine.
         for _ in range(STAMPEDES):
-            probe.invalidate()  # type: ignore[attr-defined]
+            probe.invalidate()
             await timed("one", probe.get(KEYS[0]))
-            probe.invalidate()  # type: ignore[attr-defined]
+            probe.invalidate()
             before = count_requests()
             gets = asyncio.gather(*(probe.get(KEYS[i % 20]) for i in range(200)))
             values = await timed("wall", gets)
@@ -162,16 +167,16 @@ async def stampede(
     )
 
 
-async def bare_single_flight(provider: SecretProvider) -> None:
+async def bare_single_flight(provider: DocumentSecretProvider) -> None:
     """The least any coalescing cache can cost: 200 tasks, the first starts one load in a task
     of its own, each awaits a future of its own, the load resolves them all. No cache, no lock,
     no key handling, no statistics."""
     loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[Any]] = []
+    futures: list[asyncio.Future[Mapping[str, str]]] = []
     loads: list[asyncio.Task[None]] = []
 
     async def load() -> None:
-        document = await provider.load_document()  # type: ignore[attr-defined]
+        document = await provider.load_document()
         for future in futures:
             future.set_result(document)
 
@@ -180,8 +185,7 @@ async def bare_single_flight(provider: SecretProvider) -> None:
             loads.append(loop.create_task(load()))
         future = loop.create_future()
         futures.append(future)
-        document = await future
-        return cast(Mapping[str, str], document).get(key)
+        return (await future).get(key)
 
     values = await asyncio.gather(*(caller(KEYS[i % 20]) for i in range(200)))
     assert values == [VALUE] * 200, "wrong values"
@@ -264,10 +268,10 @@ def remote_contenders(
     AioEndpoint._send = counting_send
     stack.callback(setattr, AioEndpoint, "_send", original)
 
-    def aws() -> SecretProvider:
+    def aws() -> DocumentSecretProvider:
         return AWSSecretsManagerProvider("bench/providers", endpoint_url=moto.endpoint_url)
 
-    def vault() -> SecretProvider:
+    def vault() -> DocumentSecretProvider:
         return HashiCorpVaultProvider(bao.url, bao.token, "bench-providers", environ={})
 
     # Vault requests are counted by the server's own audit log.
@@ -290,10 +294,10 @@ def remote_contenders(
 
     aws_far, vault_far = delayed(moto.endpoint_url), delayed(bao.url)
 
-    def aws_20ms() -> SecretProvider:
+    def aws_20ms() -> DocumentSecretProvider:
         return AWSSecretsManagerProvider("bench/providers", endpoint_url=aws_far)
 
-    def vault_20ms() -> SecretProvider:
+    def vault_20ms() -> DocumentSecretProvider:
         return HashiCorpVaultProvider(vault_far, bao.token, "bench-providers", environ={})
 
     return {
