@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,11 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
     Target,
     finish,
+    gc_rule,
     machine,
     on_loop,
     parse_args,
     print_table,
     round_robin,
+    settle,
+    summarize,
     timed,
 )
 from async_lru import alru_cache
@@ -94,7 +96,7 @@ def _aws_cache_hit() -> Callable[[int], None] | None:
     return run
 
 
-def bench_warm(rounds: int) -> tuple[float, float]:
+def bench_warm(rounds: int) -> tuple[list[float], list[float]]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     manager = SecretsManager(
@@ -144,11 +146,13 @@ def bench_warm(rounds: int) -> tuple[float, float]:
     loop.close()
     asyncio.set_event_loop(None)
     print_table("Warm lookup: env (absent, live) + one cached provider", results, "async_lru hit")
-    base = results.median("async_lru hit")
-    return results.median("await m.get (ours)") / base, results.median("m.sync.get (ours)") / base
+    return (
+        results.ratios("await m.get (ours)", "async_lru hit"),
+        results.ratios("m.sync.get (ours)", "async_lru hit"),
+    )
 
 
-def bench_cold(rounds: int) -> float:
+def bench_cold(rounds: int) -> list[float]:
     latency = 0.1
 
     async def one_round() -> float:
@@ -156,20 +160,22 @@ def bench_cold(rounds: int) -> float:
             RemoteDocument({"ONLY_IN_LAST": VALUE}, latency=latency, name="p2")
         ]
         async with SecretsManager(providers) as manager:
-            start = time.perf_counter()
-            value = await manager.get("only-in-last")
-            elapsed = time.perf_counter() - start
+            with gc_rule():
+                start = time.perf_counter()
+                value = await manager.get("only-in-last")
+                elapsed = time.perf_counter() - start
             assert value == VALUE
             assert [p.loads for p in providers] == [1, 1, 1]
         return elapsed / latency
 
+    settle()
     samples = [asyncio.run(one_round()) for _ in range(max(5, rounds // 2))]
-    ratio = statistics.median(samples)
+    s = summarize(samples)
     print("\n### Cold lookup over three providers of 100 ms each, key only in the last\n")
-    print("| contender | wall / 100 ms |\n|---|---|")
-    print(f"| await m.get (ours, concurrent fan-out) | {ratio:.2f}x |")
-    print("| one provider after another (for scale) | 3.00x |")
-    return ratio
+    print("| contender | wall / 100 ms (median) | IQR |\n|---|---|---|")
+    print(f"| await m.get (ours, concurrent fan-out) | {s.value:.2f}x | {s.q1:.2f}-{s.q3:.2f}x |")
+    print("| one provider after another (for scale) | 3.00x | |")
+    return samples
 
 
 def main() -> int:
@@ -177,7 +183,7 @@ def main() -> int:
     print(f"# bench_manager ({machine()}, {args.rounds} rounds, medians)")
     warm_async, warm_sync = bench_warm(args.rounds)
     cold = bench_cold(args.rounds)
-    targets: list[tuple[Target, float]] = [
+    targets: list[tuple[Target, list[float]]] = [
         (Target("warm await m.get vs async_lru hit", 1.25), warm_async),
         (Target("warm m.sync.get vs async_lru hit", 1.1), warm_sync),
         (Target("cold get, 3 x 100 ms providers, vs 100 ms", 1.1), cold),
