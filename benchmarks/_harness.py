@@ -193,17 +193,13 @@ def _number(value: float, unit: str) -> str:
 
 
 def finish(
-    script: str,
-    args: argparse.Namespace,
-    targets: Sequence[tuple[Target, Sequence[float] | float]],
+    script: str, args: argparse.Namespace, targets: list[tuple[Target, Sequence[float]]]
 ) -> int:
     """Print the targets table, save the results of a full run, return the exit code.
 
     Returns:
         1 when ``--check`` is given and a target is missed, else 0.
     """
-    # A single number (a script not yet measuring per round) counts as one round.
-    targets = [(t, [v] if isinstance(v, (int, float)) else list(v)) for t, v in targets]
     rows = [(target, summarize(values, worst=target.worst)) for target, values in targets]
     bounds = [_forced(t) if args.force_miss else t.bound for t, _ in rows]
     print("\n### Targets\n")
