@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import nox
+import nox.command
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -49,13 +50,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the alternatives, printed as ratios."""
+    """Benchmarks against the alternatives, printed as ratios; ``-- --check`` fails the session
+    when a target is missed (every script still runs, then the session fails)."""
     session.install("-e", ".[all,test]", "matplotlib")
+    failed = []
     for script in (
         "bench_cache.py",
         "bench_manager.py",
         "bench_providers.py",
         "bench_service.py",
     ):
-        session.run("python", f"benchmarks/{script}", *session.posargs)
+        try:
+            session.run("python", f"benchmarks/{script}", *session.posargs)
+        except nox.command.CommandFailed:  # what session.run raises on a non-zero exit
+            failed.append(script)
     session.run("python", "benchmarks/chart.py")
+    if failed:
+        session.error(f"missed targets or errors in {', '.join(failed)}")

@@ -24,21 +24,25 @@ from _harness import (
     RECORDED,
     Target,
     finish,
+    gc_rule,
     machine,
     on_loop,
     parse_args,
     print_table,
+    rotated,
     round_robin,
+    settle,
+    summarize,
     timed,
 )
 from async_lru import alru_cache
 
-from simpletuner_secrets.cache import TTLCache
+from simpletuner_secrets import TTLCache
 
 OPS = 20_000
 
 
-def bench_get(rounds: int) -> float:
+def bench_get(rounds: int) -> list[float]:
     ours: TTLCache[int] = TTLCache(max_size=1000)
     theirs: cachetools.TTLCache[str, int] = cachetools.TTLCache(maxsize=1000, ttl=300)
     keys = [f"k{i}" for i in range(100)]
@@ -73,10 +77,10 @@ def bench_get(rounds: int) -> float:
         OPS,
     )
     print_table("Cache hit, sync", results, baseline="cachetools.TTLCache[k]")
-    return results.median("TTLCache.get (ours)") / results.median("cachetools.TTLCache[k]")
+    return results.ratios("TTLCache.get (ours)", "cachetools.TTLCache[k]")
 
 
-def bench_async_hit(rounds: int) -> float:
+def bench_async_hit(rounds: int) -> list[float]:
     loop = asyncio.new_event_loop()
     ours: TTLCache[int] = TTLCache(max_size=1000)
     keys = [f"k{i}" for i in range(100)]
@@ -126,10 +130,10 @@ def bench_async_hit(rounds: int) -> float:
     loop.run_until_complete(simple.close())
     loop.close()
     print_table("Cache hit, async", results, baseline="async_lru hit")
-    return results.median("await get_or_set_async (ours)") / results.median("async_lru hit")
+    return results.ratios("await get_or_set_async (ours)", "async_lru hit")
 
 
-def bench_set_evicting(rounds: int) -> float:
+def bench_set_evicting(rounds: int) -> list[float]:
     keys = [f"key{i}" for i in range(100_000)]
     ours: TTLCache[int] = TTLCache(max_size=1000)
     theirs: cachetools.TTLCache[str, int] = cachetools.TTLCache(maxsize=1000, ttl=300)
@@ -158,10 +162,10 @@ def bench_set_evicting(rounds: int) -> float:
     )
     print_table("Set with one eviction per call", results, baseline="cachetools.TTLCache[k] = v")
     assert ours.stats()["size"] == 1000
-    return results.median("TTLCache.set (ours)") / results.median("cachetools.TTLCache[k] = v")
+    return results.ratios("TTLCache.set (ours)", "cachetools.TTLCache[k] = v")
 
 
-def bench_memory(rounds: int) -> float:
+def bench_memory(rounds: int) -> list[float]:
     n = 100_000
     keys = [f"key{i}" for i in range(n)]
     value = object()
@@ -177,28 +181,31 @@ def bench_memory(rounds: int) -> float:
         del container
         return current / n
 
-    samples: dict[str, list[float]] = {"ours": [], "cachetools": []}
-    for _ in range(max(3, rounds // 10)):
-        samples["ours"].append(measure(lambda: TTLCache(max_size=n), lambda c, k: c.set(k, value)))
-        samples["cachetools"].append(
-            measure(
-                lambda: cachetools.TTLCache(maxsize=n, ttl=300),
-                lambda c, k: c.__setitem__(k, value),
-            )
-        )
+    contenders: dict[str, tuple[Callable[[], Any], Callable[[Any, str], None]]] = {
+        "ours": (lambda: TTLCache(max_size=n), lambda c, k: c.set(k, value)),
+        "cachetools": (
+            lambda: cachetools.TTLCache(maxsize=n, ttl=300),
+            lambda c, k: c.__setitem__(k, value),
+        ),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(max(3, rounds // 10)):
+        for name in rotated(list(contenders), r):
+            samples[name].append(measure(*contenders[name]))
     ours, theirs = (statistics.median(samples[k]) for k in ("ours", "cachetools"))
+    ratios = [a / b for a, b in zip(samples["ours"], samples["cachetools"], strict=True)]
     print("\n### Memory per entry (100,000 entries, container only)\n")
     print("| contender | bytes/entry | ratio to cachetools |\n|---|---|---|")
-    print(f"| TTLCache (ours) | {ours:.0f} | {ours / theirs:.2f}x |")
+    print(f"| TTLCache (ours) | {ours:.0f} | {statistics.median(ratios):.2f}x |")
     print(f"| cachetools.TTLCache | {theirs:.0f} | 1.00x |")
-    return ours / theirs
+    return ratios
 
 
 #: 1,000-miss stampedes measured in each event loop.
 STAMPEDES_PER_LOOP = 6
 
 
-def bench_stampede(rounds: int) -> tuple[float, float]:
+def bench_stampede(rounds: int) -> list[float]:
     latency = 0.05
     waiters = 1000
 
@@ -224,13 +231,12 @@ def bench_stampede(rounds: int) -> tuple[float, float]:
             await asyncio.gather(*(alru("k") for _ in range(waiters)))
 
         runs = {"ours": run_ours, "alru": run_theirs, "bare": bare_single_flight}
-        names = list(runs)
-        names = names[turn % 3 :] + names[: turn % 3]  # each goes first in turn
         out = {}
-        for name in names:
-            start = time.perf_counter()
-            await runs[name]()
-            out[name] = (time.perf_counter() - start) / latency
+        for name in rotated(list(runs), turn):
+            with gc_rule():
+                start = time.perf_counter()
+                await runs[name]()
+                out[name] = (time.perf_counter() - start) / latency
         return out
 
     async def bare_single_flight() -> None:
@@ -253,27 +259,31 @@ def bench_stampede(rounds: int) -> tuple[float, float]:
 
         await asyncio.gather(*(caller() for _ in range(waiters)))
 
-    async def one_loop() -> list[dict[str, float]]:
+    async def one_loop(first: int) -> list[dict[str, float]]:
         # Several stampedes per event loop: the first gather on a new loop warms it up.
-        return [await one_stampede(turn) for turn in range(STAMPEDES_PER_LOOP)]
+        return [await one_stampede(first + turn) for turn in range(STAMPEDES_PER_LOOP)]
 
     samples: dict[str, list[float]] = {"ours": [], "alru": [], "bare": []}
-    for _ in range(max(3, rounds // 3)):
-        for stampede in asyncio.run(one_loop()):
+    settle()
+    for loop_round in range(max(3, rounds // 3)):
+        for stampede in asyncio.run(one_loop(loop_round * STAMPEDES_PER_LOOP)):
             for name, ratio in stampede.items():
                 samples[name].append(ratio)
-    ours, alru, bare = (statistics.median(samples[k]) for k in ("ours", "alru", "bare"))
+    ours, alru, bare = (summarize(samples[k]) for k in ("ours", "alru", "bare"))
     RECORDED["1,000 concurrent misses on a 50 ms factory (wall / 50 ms)"] = {
-        "TTLCache.get_or_set_async (ours)": ours,
-        "async_lru": alru,
-        "bare single-flight, no cache": bare,
+        "TTLCache.get_or_set_async (ours)": ours.value,
+        "async_lru": alru.value,
+        "bare single-flight, no cache": bare.value,
     }
     print("\n### 1,000 concurrent misses on a 50 ms factory\n")
-    print("| contender | factory calls | wall / 50 ms |\n|---|---|---|")
-    print(f"| TTLCache.get_or_set_async (ours) | 1 | {ours:.2f}x |")
-    print(f"| async_lru | 1 | {alru:.2f}x |")
-    print(f"| bare single-flight, no cache (the floor) | 1 | {bare:.2f}x |")
-    return ours, alru
+    print("| contender | factory calls | wall / 50 ms (median) | IQR |\n|---|---|---|---|")
+    for label, s in (
+        ("TTLCache.get_or_set_async (ours)", ours),
+        ("async_lru", alru),
+        ("bare single-flight, no cache (the floor)", bare),
+    ):
+        print(f"| {label} | 1 | {s.value:.2f}x | {s.q1:.2f}-{s.q3:.2f}x |")
+    return samples["ours"]
 
 
 def main() -> int:
@@ -283,8 +293,8 @@ def main() -> int:
     async_ratio = bench_async_hit(args.rounds)
     set_ratio = bench_set_evicting(args.rounds)
     mem_ratio = bench_memory(args.rounds)
-    stampede, _ = bench_stampede(args.rounds)
-    targets: list[tuple[Target, float]] = [
+    stampede = bench_stampede(args.rounds)
+    targets: list[tuple[Target, list[float]]] = [
         (Target("get hit vs cachetools [k]", 0.55), get_ratio),
         (Target("async hit vs async_lru", 0.35), async_ratio),
         (Target("evicting set vs cachetools", 0.35), set_ratio),

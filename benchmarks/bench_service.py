@@ -1,10 +1,17 @@
 """A FastAPI endpoint awaiting one secret per request against the same endpoint returning a
 constant, under a real HTTP load on loopback.
 
+The secret comes from a cached remote document: the app's manager is the default chain
+(environment, file, AWS Secrets Manager), the key is in neither the environment nor a file, and
+AWS is a `moto_server` on loopback holding it, so each request asks the environment, the file
+and the manager's cached AWS document, as a service reading `HF_TOKEN` from AWS does.
+
 uvicorn serves the app in a subprocess; the load generator is a keep-alive HTTP/1.1 client on
 raw asyncio streams (cheaper per request than an HTTP library, so the server is what is
-measured), with 32 connections. The two endpoints are loaded in alternating rounds and the
-requests per second compared by median.
+measured), with 32 connections. The endpoints are loaded in turn, the order rotating every
+round, and each secret endpoint's requests per second compared with its constant twin's in the
+same round. The harness's gc rule applies to the load generator; the server's gc is left on,
+alike for every endpoint.
 
 Run: `nox -s bench` or `python benchmarks/bench_service.py [--rounds N] [--quick] [--check]`.
 """
@@ -12,6 +19,7 @@ Run: `nox -s bench` or `python benchmarks/bench_service.py [--rounds N] [--quick
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -21,12 +29,30 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
 
-from _harness import Results, Target, finish, machine, parse_args, print_table
+from _harness import (
+    Results,
+    Target,
+    finish,
+    gc_rule,
+    machine,
+    parse_args,
+    print_table,
+    rotated,
+    settle,
+)
+
+SECRET_NAME = "bench/service"
+VALUE = "bench-service-token-from-aws-0123456789"
 
 APP = """
+from typing import Any
+
 from fastapi import Depends, FastAPI
 
 from simpletuner_secrets import get_secrets_manager
@@ -35,9 +61,14 @@ from simpletuner_secrets.integrations.fastapi import secret, secrets_lifespan
 app = FastAPI(lifespan=secrets_lifespan())
 
 
+@app.get("/stats")
+async def stats() -> dict[str, Any]:
+    return get_secrets_manager().stats()
+
+
 @app.get("/constant")
 async def constant() -> dict[str, int]:
-    return {"length": 25}
+    return {"length": @LENGTH@}
 
 
 @app.get("/secret")
@@ -47,7 +78,7 @@ async def with_secret() -> dict[str, int]:
 
 
 async def constant_dependency() -> str:
-    return "bench-service-token-value"
+    return "@CONSTANT@"
 
 
 @app.get("/constant-dependency")
@@ -118,17 +149,53 @@ async def load(port: int, path: str, seconds: float) -> tuple[float, int]:
     return sum(counts) / (time.perf_counter() - start), sum(counts)
 
 
+def app_source() -> str:
+    # The constants are as long as the secret, so that every endpoint sends the same bytes.
+    constant = "c" * len(VALUE)
+    return APP.replace("@LENGTH@", str(len(VALUE))).replace("@CONSTANT@", constant)
+
+
+def server_env(tmp: str, moto_env: dict[str, str]) -> dict[str, str]:
+    """The app's environment: AWS on moto, the key nowhere else, no user settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "SIMPLETUNER_", "VAULT_", "BAO_", "BENCH_"))
+    }
+    env.update(moto_env)
+    env.update(
+        HOME=tmp,
+        SIMPLETUNER_AWS_SECRET_NAME=SECRET_NAME,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    env["PYTHONPATH"] = os.pathsep.join([tmp, env.get("PYTHONPATH", "")])
+    return env
+
+
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def aws_loads(port: int) -> int:
+    """How many times the app's manager has loaded the AWS document (its ``stats()``)."""
+    return int(get_json(port, "/stats")["providers"]["aws"]["calls"])
+
+
 def main() -> int:
+    from tests.servers.moto import run_moto
+
     args = parse_args(__doc__ or "")
     # Many short rounds, endpoints interleaved, so that drift on a shared machine hits all alike.
     seconds = 0.3 if args.quick else 0.6
     rounds = 2 if args.quick else max(args.rounds, 25)
     print(f"# bench_service ({machine()}, {rounds} rounds of {seconds:g} s per endpoint, medians)")
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "bench_service_app.py").write_text(APP)
+    with tempfile.TemporaryDirectory() as tmp, run_moto() as moto:
+        moto.create_secret(SECRET_NAME, string=json.dumps({"BENCH_SERVICE_TOKEN": VALUE}))
+        Path(tmp, "bench_service_app.py").write_text(app_source())
         port = free_port()
-        env = {**os.environ, "HOME": tmp, "BENCH_SERVICE_TOKEN": "bench-service-token-value"}
-        env["PYTHONPATH"] = os.pathsep.join([tmp, env.get("PYTHONPATH", "")])
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -143,29 +210,36 @@ def main() -> int:
                 "warning",
                 "--no-access-log",
             ],
-            env=env,
+            env=server_env(tmp, moto.env()),
             cwd=tmp,
         )
         try:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/secret", timeout=1).read()
+                    answer = get_json(port, "/secret")
                     break
                 except OSError:
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("uvicorn did not start") from None
                     time.sleep(0.1)
+            # The value came from AWS: the key is in no environment and no file of the app.
+            assert answer == {"length": len(VALUE)}, answer
+            assert aws_loads(port) == 1, get_json(port, "/stats")
             for _, path in ENDPOINTS:  # warm-up
                 asyncio.run(load(port, path, 0.3))
-            results = Results(unit="requests/s")
-            cpu = Results(unit="server CPU us/request")
-            for _ in range(rounds):
-                for name, path in ENDPOINTS:
-                    before = cpu_seconds(server.pid)
-                    rps, done = asyncio.run(load(port, path, seconds))
+            results = Results(unit="requests/s", samples={name: [] for name, _ in ENDPOINTS})
+            cpu = Results(unit="server CPU us/request", samples={name: [] for name, _ in ENDPOINTS})
+            settle()
+            for r in range(rounds):
+                for name, path in rotated(ENDPOINTS, r):
+                    with gc_rule():
+                        before = cpu_seconds(server.pid)
+                        rps, done = asyncio.run(load(port, path, seconds))
+                        used = cpu_seconds(server.pid) - before
                     results.add(name, rps)
-                    cpu.add(name, (cpu_seconds(server.pid) - before) / done * 1e6)
+                    cpu.add(name, used / done * 1e6)
+            loads = aws_loads(port)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -174,6 +248,7 @@ def main() -> int:
     med = results.median
     spread = statistics.pstdev(results.samples["constant"]) / med("constant")
     print(f"\nround-to-round spread of the constant endpoint: {spread:.1%}")
+    print(f"AWS document loads by the app's manager over the whole run: {loads}")
     print(
         "FastAPI's own dependency machinery, Depends(constant) vs constant: "
         f"{med('Depends(constant)') / med('constant'):.2f}x"
@@ -181,11 +256,11 @@ def main() -> int:
     targets = [
         (
             Target("await m.get endpoint vs constant endpoint, rps", 0.95, at_least=True),
-            med("await m.get (ours)") / med("constant"),
+            results.ratios("await m.get (ours)", "constant"),
         ),
         (
             Target("Depends(secret) vs Depends(constant), rps", 0.95, at_least=True),
-            med("Depends(secret(...)) (ours)") / med("Depends(constant)"),
+            results.ratios("Depends(secret(...)) (ours)", "Depends(constant)"),
         ),
     ]
     return finish("bench_service", args, targets)
