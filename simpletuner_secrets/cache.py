@@ -409,7 +409,7 @@ class TTLCache(Generic[T]):
                 return value
         # The miss path, inlined for the common case (the load runs on this very loop): a
         # stampede of waiters each pays one future and one suspension, no extra coroutine.
-        seconds = self._ttl(ttl)
+        seconds = self.default_ttl if ttl is None else self._ttl(ttl)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:

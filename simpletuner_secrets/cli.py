@@ -138,11 +138,8 @@ async def _doctor(manager: SecretsManager) -> int:
         if isinstance(path, Path) and not path.exists():
             state += "; the file does not exist yet (`set` creates it)"
         print(f"  {provider.name:<6} {configured}, {state}  {provider!r}")
-    names = {p.name for p in manager.providers}
-    if "aws" not in names:
-        print("  aws    left out: set SIMPLETUNER_AWS_SECRET_NAME and install the [aws] extra")
-    if "vault" not in names:
-        print("  vault  left out: set VAULT_ADDR and VAULT_TOKEN and install the [vault] extra")
+    for left_out in manager.left_out:
+        print(f"  {left_out.provider:<6} left out: {left_out.reason}")
     print("known keys:")
     for key in KNOWN_KEYS:
         info = await manager.explain(key)

@@ -16,11 +16,11 @@ import os
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from ..errors import ConfigurationError, ProviderError
+from ._common import WarnOnce, mask_url, setting
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["AWSSecretsManagerProvider"]
@@ -56,43 +56,6 @@ def _sdk_importable() -> bool:
 
 def _missing_sdk() -> ImportError:
     return ImportError(f"the AWS provider needs aioboto3: {INSTALL_HINT}")
-
-
-def _mask_url(url: str | None) -> str | None:
-    """The URL without a password in its user info, for repr and messages."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{parts.username or ''}:***@{host}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparsable URL>"
-
-
-def _setting(
-    argument: str | None,
-    config: Mapping[str, Any],
-    config_key: str,
-    environ: Mapping[str, str],
-    *env_names: str,
-) -> str | None:
-    """argument > config > environment; an empty value counts as unset."""
-    if argument:
-        return argument
-    value = config.get(config_key)
-    if value:
-        return str(value)
-    for name in env_names:
-        value = environ.get(name)
-        if value:
-            return value
-    return None
 
 
 class _LoopClient:
@@ -172,19 +135,19 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         super().__init__()
         cfg: Mapping[str, Any] = config if config is not None else {}
         env: Mapping[str, str] = environ if environ is not None else os.environ
-        self.secret_name = _setting(
+        self.secret_name = setting(
             secret_name, cfg, "aws_secret_name", env, "SIMPLETUNER_AWS_SECRET_NAME"
         )
-        self.region_name = _setting(
+        self.region_name = setting(
             region_name, cfg, "aws_region", env, "AWS_DEFAULT_REGION", "AWS_REGION"
         )
-        self.endpoint_url = _setting(endpoint_url, cfg, "aws_endpoint_url", env, "AWS_ENDPOINT_URL")
+        self.endpoint_url = setting(endpoint_url, cfg, "aws_endpoint_url", env, "AWS_ENDPOINT_URL")
         self.version_stage = version_stage
         self.client_config = client_config
         self.clients_opened = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
-        self._missing_reported = False
+        self._missing = WarnOnce()
 
     @classmethod
     def from_settings(
@@ -196,7 +159,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         aioboto3; (warning) when a setting is malformed.
         """
         if not (config.get("aws_secret_name") or environ.get("SIMPLETUNER_AWS_SECRET_NAME")):
-            return LeftOut(cls.name, "no aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME")
+            return LeftOut(
+                cls.name, "no aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME set (extra [aws])"
+            )
         try:
             return cls(config=config, environ=environ)
         except ImportError as exc:
@@ -207,7 +172,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(secret_name={self.secret_name!r}, "
-            f"region_name={self.region_name!r}, endpoint_url={_mask_url(self.endpoint_url)!r}, "
+            f"region_name={self.region_name!r}, endpoint_url={mask_url(self.endpoint_url)!r}, "
             f"version_stage={self.version_stage!r})"
         )
 
@@ -259,14 +224,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 self._report_missing(name)
                 return {}
             raise self._call_error(name, exc) from _safe_cause(exc)
-        self._missing_reported = False
+        self._missing.clear(name)
         return self._parse(name, response)
 
     def _report_missing(self, name: str) -> None:
-        with self._lock:
-            first = not self._missing_reported
-            self._missing_reported = True
-        if first:
+        if self._missing.first(name):
             logger.warning(
                 "aws: secret %r (stage %s, region %s) not found; reading it as empty",
                 name,

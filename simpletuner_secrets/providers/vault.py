@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import anyio
 import anyio.to_thread
 
 from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
+from ._common import WarnOnce, display_url, first_setting, text_setting
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["HashiCorpVaultProvider"]
@@ -68,22 +69,6 @@ def _import_hvac() -> Any:
     return hvac
 
 
-def _text(value: Any) -> str | None:
-    """A setting as stripped text; None, empty and whitespace count as unset."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _first(*values: Any) -> str | None:
-    for value in values:
-        text = _text(value)
-        if text is not None:
-            return text
-    return None
-
-
 def _parse_verify(value: Any) -> bool | str:
     if isinstance(value, bool):
         return value
@@ -101,13 +86,6 @@ def _parse_kv_version(value: Any) -> int | None:
     if isinstance(value, bool) or str(value).strip() not in ("1", "2"):
         raise ConfigurationError(f"vault: kv_version must be 1, 2 or None, not {value!r}")
     return int(str(value).strip())
-
-
-def _display_url(url: str) -> str:
-    """The address without user info, query or fragment, fit for messages and repr."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _no_route(exc: Exception) -> bool:
@@ -210,27 +188,32 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         cfg: Mapping[str, Any] = config or {}
         env: Mapping[str, str] = os.environ if environ is None else environ
 
-        url = _first(url, cfg.get("vault_url"), env.get("VAULT_ADDR"))
+        url = first_setting(url, cfg.get("vault_url"), env.get("VAULT_ADDR"))
         if url is not None:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ConfigurationError(
-                    f"vault: the address {_display_url(url)!r} must start with http:// or https://"
+                    f"vault: the address {display_url(url)!r} must start with http:// or https://"
                 )
             url = url.rstrip("/")
         self.url = url
-        self._token = _first(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
+        self._token = first_setting(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
         if self._token is None:
             self._token = self._token_from_file(env)
         self.path = (
-            _first(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH")) or DEFAULT_PATH
+            first_setting(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH"))
+            or DEFAULT_PATH
         ).strip("/")
         self.mount_point = (
-            _first(mount_point, cfg.get("vault_mount_point"), env.get("SIMPLETUNER_VAULT_MOUNT"))
+            first_setting(
+                mount_point, cfg.get("vault_mount_point"), env.get("SIMPLETUNER_VAULT_MOUNT")
+            )
             or DEFAULT_MOUNT
         ).strip("/")
         if not self.path or not self.mount_point:
             raise ConfigurationError("vault: the secret path and the mount must not be empty")
-        self.namespace = _first(namespace, cfg.get("vault_namespace"), env.get("VAULT_NAMESPACE"))
+        self.namespace = first_setting(
+            namespace, cfg.get("vault_namespace"), env.get("VAULT_NAMESPACE")
+        )
         self.verify = self._resolve_verify(verify, cfg, env)
         self._explicit_kv_version = _parse_kv_version(
             kv_version if kv_version is not None else cfg.get("vault_kv_version")
@@ -239,8 +222,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self.timeout = timeout
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self._warn_lock = threading.Lock()
-        self._warned_missing = False
+        self._warned = WarnOnce()
 
     @classmethod
     def from_settings(
@@ -252,7 +234,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         setting is malformed or partial (an address and no token).
         """
         if not (config.get("vault_url") or environ.get("VAULT_ADDR")):
-            return LeftOut(cls.name, "no vault_url / VAULT_ADDR")
+            return LeftOut(cls.name, "no vault_url / VAULT_ADDR set (extra [vault])")
         try:
             provider = cls(config=config, environ=environ)
         except ImportError as exc:
@@ -272,10 +254,10 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
 
     @staticmethod
     def _token_from_file(env: Mapping[str, str]) -> str | None:
-        home = _text(env.get("HOME"))
+        home = text_setting(env.get("HOME"))
         token_file = (Path(home) if home is not None else Path.home()) / ".vault-token"
         try:
-            return _text(token_file.read_text(encoding="utf-8"))
+            return text_setting(token_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             return None
 
@@ -287,9 +269,9 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             return _parse_verify(verify)
         if cfg.get("vault_verify") is not None:
             return _parse_verify(cfg["vault_verify"])
-        if (_text(env.get("VAULT_SKIP_VERIFY")) or "").lower() in _TRUE:
+        if (text_setting(env.get("VAULT_SKIP_VERIFY")) or "").lower() in _TRUE:
             return False
-        ca = _first(env.get("VAULT_CACERT"), env.get("VAULT_CAPATH"))
+        ca = first_setting(env.get("VAULT_CACERT"), env.get("VAULT_CAPATH"))
         return ca if ca is not None else True
 
     @property
@@ -315,7 +297,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         return not self.missing_settings() and _hvac_installed()
 
     def __repr__(self) -> str:
-        url = _display_url(self.url) if self.url is not None else None
+        url = display_url(self.url) if self.url is not None else None
         token = "***" if self._token is not None else None
         return (
             f"{type(self).__name__}(url={url!r}, mount_point={self.mount_point!r}, "
@@ -345,18 +327,15 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             self._load_blocking, abandon_on_cancel=True, limiter=_HVAC.current()
         )
         if data is None:
-            with self._warn_lock:
-                warn, self._warned_missing = not self._warned_missing, True
-            if warn:
+            if self._warned.first("missing"):
                 logger.warning(
                     "vault: no secret at %s on %s; using an empty document",
                     source,
-                    _display_url(self.url or ""),
+                    display_url(self.url or ""),
                 )
             return {}
         document = document_from_mapping(data, provider=self.name, source=source)
-        with self._warn_lock:
-            self._warned_missing = False
+        self._warned.clear("missing")
         return document
 
     def _client_or_create(self) -> Any:
@@ -449,7 +428,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     def _mount_missing(self, cause: str) -> ProviderError:
         self._kv_version = self._explicit_kv_version
         return ProviderError(
-            f"vault: no mount {self.mount_point!r} on {_display_url(self.url or '')} "
+            f"vault: no mount {self.mount_point!r} on {display_url(self.url or '')} "
             f"(or the token may not see it): {cause}",
             provider=self.name,
         )
@@ -460,7 +439,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         if "SSL" in name:
             hint = f"{hint}; TLS verification failed: set VAULT_CACERT to the server's CA"
         return ProviderError(
-            f"vault: reading {source} from {_display_url(self.url or '')} failed: {cause}{hint}",
+            f"vault: reading {source} from {display_url(self.url or '')} failed: {cause}{hint}",
             provider=self.name,
         )
 
