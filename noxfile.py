@@ -44,7 +44,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     # pytest: the package ships a pytest plugin module.
-    session.install("-e", ".[all]", "mypy>=1.10", "pytest>=8.0", "types-PyYAML", "types-aiofiles")
+    session.install("-e", ".[all]", "mypy>=1.10", "pytest>=8.0", "types-PyYAML")
     session.run("mypy", "--strict", "simpletuner_secrets")
 
 
@@ -59,6 +59,7 @@ def bench(session: nox.Session) -> None:
         "bench_manager.py",
         "bench_providers.py",
         "bench_service.py",
+        "bench_file_io.py",
     ):
         try:
             session.run("python", f"benchmarks/{script}", *session.posargs)

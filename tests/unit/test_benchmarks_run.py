@@ -22,7 +22,14 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "script", ["bench_cache.py", "bench_manager.py", "bench_providers.py", "bench_service.py"]
+    "script",
+    [
+        "bench_cache.py",
+        "bench_manager.py",
+        "bench_providers.py",
+        "bench_service.py",
+        "bench_file_io.py",
+    ],
 )
 def test_benchmark_script_runs_quickly_to_the_end(script: str) -> None:
     """Each benchmark runs with --quick, exits 0 and prints its targets table."""
