@@ -159,8 +159,8 @@ class Resolver:
     def peek(self, nkey: str) -> Any:
         """Answer from live reads and fresh cache entries, or `NOT_CACHED`. No I/O.
 
-        Kept inline on purpose (no `decide` call, no cache method): it is the warm ``get``
-        of ``bench_manager`` and the sync facade's warm ``get``.
+        Kept inline on purpose (no `decide` call, no cache method): the "warm await m.get"
+        and "warm m.sync.get" rows of ``bench_manager`` measure it.
         """
         now = self.timer()
         data = self.cache.entries()

@@ -395,6 +395,8 @@ class TTLCache(Generic[T]):
         """
         if ttl is not None and ttl < 0:
             self._ttl(ttl)  # raises; checked before a hit as on a miss
+        # try/except rather than .get(): about 20 ns less on a hit, which the "async hit vs
+        # async_lru" row of bench_cache measures; a miss pays the KeyError instead.
         try:
             value, expires = self._data[key]
         except KeyError:
@@ -407,7 +409,8 @@ class TTLCache(Generic[T]):
                     pass
                 self._hits += 1
                 return value
-        # The miss path, inlined for the common case (the load runs on this very loop): a
+        # The miss path, inlined for the common case (the load runs on this very loop; the
+        # "1,000 misses" row of bench_cache and the stampede rows of bench_providers): a
         # stampede of waiters each pays one future and one suspension, no extra coroutine.
         seconds = self.default_ttl if ttl is None else self._ttl(ttl)
         loop = asyncio.get_running_loop()

@@ -180,7 +180,8 @@ class DocumentSecretProvider(SecretProvider):
     async def get(self, key: str) -> str | None:
         """Return the value of ``key`` from the document, or ``None`` when absent."""
         if self._plain_document:
-            # `document` inlined: one coroutine less for each caller of a stampede.
+            # `document` inlined: one coroutine less for each caller of a stampede (the
+            # "200 cold gets vs cheapest floor" rows of bench_providers).
             cache = self._document_cache
             document = await cache.get_or_set_async("document", self.load_document)
         else:
