@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import _fork
 from ._flight import being_cancelled
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
@@ -153,6 +154,14 @@ class Resolver:
         self.closed = False
         self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
         self._background: set[asyncio.Task[Any]] = set()
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's background refreshes are gone with its threads,
+        so no entry is left marked as refreshing (the cache resets its own loads)."""
+        self._background = set()
+        for entry in self.cache.values_snapshot():
+            entry.refreshing = False
 
     # -- the fast path ----------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import weakref
 
 import anyio
 
+from . import _fork
+
 __all__ = ["LoopLimiters"]
 
 
@@ -27,6 +29,12 @@ class LoopLimiters:
             asyncio.AbstractEventLoop, anyio.CapacityLimiter
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock and no limiter of the parent's loops."""
+        self._lock = threading.Lock()
+        self._by_loop = weakref.WeakKeyDictionary()
 
     def current(self) -> anyio.CapacityLimiter:
         """The limiter of the running event loop."""

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
+from . import _fork
 from ._flight import Abandoned, Load, avoided_loops, being_cancelled, blocked_loops
 
 __all__ = [
@@ -81,6 +82,13 @@ class TTLCache(Generic[T]):
         self._expirations = 0
         self._loads = 0
         self._coalesced = 0
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock, and no load in flight (the parent's threads and
+        loops that ran them are gone); the entries are kept."""
+        self._lock = threading.Lock()
+        self._pending = {}
 
     def __repr__(self) -> str:
         return (
@@ -134,6 +142,10 @@ class TTLCache(Generic[T]):
         """Return the number of live (unexpired) entries."""
         now = self._timer()
         return sum(1 for _, (_, expires) in self._snapshot() if expires > now)
+
+    def values_snapshot(self) -> list[T]:
+        """Every value held, expired ones not yet purged included (a copy)."""
+        return [value for _, (value, _) in self._snapshot()]
 
     def _snapshot(self) -> list[tuple[Hashable, tuple[T, float]]]:
         """The entries, copied in one C call.
@@ -732,6 +744,14 @@ def cached(
 # -- process-wide caches -----------------------------------------------------------------
 
 _globals_lock = threading.Lock()
+
+
+def _new_globals_lock() -> None:
+    global _globals_lock
+    _globals_lock = threading.Lock()
+
+
+_fork.after_fork(_new_globals_lock)
 _provider_config_cache: TTLCache[Any] | None = None
 _user_permission_cache: TTLCache[Any] | None = None
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _fork
 from ._chain import default_chain
 from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
@@ -143,6 +144,12 @@ class SecretsManager:
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
         self._writer: FileSecretProvider | None = None
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock for the facade's creation (the facade, resolver,
+        cache and providers reset themselves)."""
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.resolver.slots)
@@ -405,6 +412,14 @@ class SecretsManager:
 
 _instance: SecretsManager | None = None
 _instance_lock = threading.Lock()
+
+
+def _new_instance_lock() -> None:
+    global _instance_lock
+    _instance_lock = threading.Lock()
+
+
+_fork.after_fork(_new_instance_lock)
 
 
 def get_secrets_manager() -> SecretsManager:

@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _fork
 from ._flight import blocked_loops
 from ._loop_thread import LoopThread
 from .errors import SecretsError
@@ -47,6 +48,13 @@ class SyncSecretsManager:
         self._manager = manager
         self._runner: LoopThread | None = None
         self._lock = threading.Lock()
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the background loop's thread did not survive the fork; the next
+        call starts a new one. The old loop is dropped unclosed (it still says it runs)."""
+        self._lock = threading.Lock()
+        self._runner = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._manager!r})"

@@ -11,6 +11,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable
 
+from .. import _fork
 from ..manager import (
     SecretsManager,
     installed_manager,
@@ -38,6 +39,14 @@ def missing_extra(framework: str, extra: str) -> ImportError:
 # before its sub-apps): a manager stopping under another one hands its own predecessor on.
 _replaced: dict[SecretsManager, SecretsManager | None] = {}
 _replaced_lock = threading.Lock()
+
+
+def _new_replaced_lock() -> None:
+    global _replaced_lock
+    _replaced_lock = threading.Lock()
+
+
+_fork.after_fork(_new_replaced_lock)
 
 
 def install(manager: SecretsManager, previous: SecretsManager | None) -> None:

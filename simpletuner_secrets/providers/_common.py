@@ -7,6 +7,8 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _fork
+
 __all__ = ["WarnOnce", "display_url", "first_setting", "mask_url", "setting", "text_setting"]
 
 
@@ -71,6 +73,11 @@ class WarnOnce:
 
     def __init__(self) -> None:
         self._seen: set[Hashable] = set()
+        self._lock = threading.Lock()
+        _fork.track(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock."""
         self._lock = threading.Lock()
 
     def first(self, marker: Hashable) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from .. import _fork
 from ..errors import ConfigurationError, ProviderError
 from ._common import WarnOnce, mask_url, setting
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
@@ -147,6 +148,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self.clients_opened = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
+        _fork.track(self)
         self._missing = WarnOnce()
 
     @classmethod
@@ -168,6 +170,12 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             return LeftOut(cls.name, str(exc))
         except (ConfigurationError, ValueError) as exc:
             return LeftOut(cls.name, str(exc), logging.WARNING)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's clients share its sockets and loops; they are
+        dropped unclosed, and each loop of the child opens its own."""
+        self._lock = threading.Lock()
+        self._clients = {}
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import yaml
 
+from .. import _fork
 from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
@@ -241,8 +242,13 @@ class FileSecretProvider(DocumentSecretProvider):
         self._generation = 0
         self._reparse = False  # set by invalidate(): parse even an unchanged file
         self._state_lock = threading.Lock()
+        _fork.track(self)
         self._warned: set[Hashable] = set()
         self.parses = 0
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock; the last good document is kept."""
+        self._state_lock = threading.Lock()
 
     @classmethod
     def from_settings(

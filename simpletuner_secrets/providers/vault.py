@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 import anyio.to_thread
 
+from .. import _fork
 from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
 from ._common import WarnOnce, display_url, first_setting, text_setting
@@ -222,6 +223,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self.timeout = timeout
         self._client: Any = None
         self._client_lock = threading.Lock()
+        _fork.track(self)
         self._warned = WarnOnce()
 
     @classmethod
@@ -249,6 +251,12 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 logging.WARNING,
             )
         return provider
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's hvac session shares its pooled sockets; it is
+        dropped, and the child opens its own."""
+        self._client = None
+        self._client_lock = threading.Lock()
 
     # -- settings ----------------------------------------------------------------------
 
