@@ -59,6 +59,43 @@ def _missing_sdk() -> ImportError:
     return ImportError(f"the AWS provider needs aioboto3: {INSTALL_HINT}")
 
 
+_loader: Any = None
+_loader_lock = threading.Lock()
+#: Clients inherited from the parent by a forked child: never used, never collected.
+_orphans: list[Any] = []
+
+
+def _warm_loader(core: Any) -> Any:
+    """The process's botocore data loader, its Secrets Manager files parsed (the first call
+    parses them, in the worker thread that opens a session)."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            loader = core.get_component("data_loader")
+            # Parsed once here, the files are served from the loader's cache when a client is
+            # created on a loop. A file a botocore version lacks is simply loaded later.
+            for type_name in _SERVICE_DATA:
+                try:
+                    loader.load_service_model(SERVICE, type_name)
+                except Exception:
+                    pass
+            for data_name in _SHARED_DATA:
+                try:
+                    loader.load_data(data_name)
+                except Exception:
+                    pass
+            _loader = loader
+        return _loader
+
+
+def _new_loader_lock() -> None:
+    global _loader_lock
+    _loader_lock = threading.Lock()
+
+
+_fork.after_fork(_new_loader_lock)
+
+
 class _LoopClient:
     """The client of one event loop, owned by a keeper task running on that loop.
 
@@ -173,8 +210,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's clients share its sockets and loops; they are
-        dropped unclosed, and each loop of the child opens its own."""
+        dropped unclosed, and each loop of the child opens its own. They stay referenced: if
+        collected, their keepers would try to close connections the parent still uses."""
         self._lock = threading.Lock()
+        _orphans.extend(self._clients.values())
         self._clients = {}
 
     def __repr__(self) -> str:
@@ -201,9 +240,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
 
     @property
     def open_clients(self) -> int:
-        """How many event loops have a client open (or opening) now."""
+        """How many event loops have a client open (or opening) now (closed loops' clients
+        are released by the next client opened, so they do not count)."""
         with self._lock:
-            return len(self._clients)
+            return sum(not loop.is_closed() for loop in self._clients)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -306,6 +346,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
+            self._release_closed_loops()
             with self._lock:
                 entry = self._clients.get(loop)
                 if entry is None:
@@ -323,6 +364,27 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             # shield: a caller cancelled while the client opens must not cancel it for the others.
             await asyncio.shield(ready)
         return ready.result()
+
+    def _release_closed_loops(self) -> None:
+        """Drop and close the clients of event loops closed without `asyncio.run`.
+
+        `asyncio.run` cancels every task before it closes its loop, and the keeper closes its
+        client on that loop. A loop closed by hand (``new_event_loop`` ... ``close()``) cancels
+        nothing: its client would stay open, sockets and several MiB of botocore state, as long
+        as the provider lives. Such clients are closed here on a short-lived loop in a thread
+        of their own (aiohttp closes its connections without their loop running).
+        """
+        with self._lock:
+            dead = [entry for loop, entry in self._clients.items() if loop.is_closed()]
+            for entry in dead:
+                del self._clients[entry.loop]
+        if dead:
+            threading.Thread(
+                target=_release_clients,
+                args=(dead,),
+                name="simpletuner-secrets aws client release",
+                daemon=True,
+            ).start()
 
     async def _keep_client(self, entry: _LoopClient) -> None:
         ready = entry.ready
@@ -383,20 +445,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         except ImportError as exc:
             raise _missing_sdk() from exc
         core = get_session()
+        # One botocore session per event loop (its credentials hold asyncio locks), but the
+        # parsed service model is loop-free data: shared by every session of the process, so a
+        # process running `asyncio.run` per task parses it once, not per run.
+        core.register_component("data_loader", _warm_loader(core))
         session = aioboto3.Session(botocore_session=core, region_name=self.region_name)
-        loader = core.get_component("data_loader")
-        # Parsed once here, the files are served from the loader's cache when the client is
-        # created on the loop. A file a botocore version lacks is simply loaded later, if used.
-        for type_name in _SERVICE_DATA:
-            try:
-                loader.load_service_model(SERVICE, type_name)
-            except Exception:
-                pass
-        for data_name in _SHARED_DATA:
-            try:
-                loader.load_data(data_name)
-            except Exception:
-                pass
         client_config = AioConfig(
             connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
             read_timeout=DEFAULT_READ_TIMEOUT_S,
@@ -412,8 +465,8 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         """Close every client this provider opened, on every event loop. Safe to repeat.
 
         A client of the running loop is closed here; one of another running loop is closed on
-        that loop (waited for up to 5 s); one of a loop already closed was closed by the
-        loop's shutdown. A later lookup opens a new client.
+        that loop (waited for up to 5 s); one of a loop closed without cancelling it is closed
+        on a short-lived loop in a worker thread. A later lookup opens a new client.
         """
         with self._lock:
             entries = list(self._clients.values())
@@ -426,7 +479,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             if entry.loop is current:
                 task.cancel()
                 await asyncio.wait({task})
-            elif not entry.loop.is_closed():
+            elif entry.loop.is_closed():
+                await anyio.to_thread.run_sync(_release_clients, [entry])
+            else:
                 await self._close_on_other_loop(entry, task)
 
     async def _close_on_other_loop(self, entry: _LoopClient, task: asyncio.Task[None]) -> None:
@@ -451,6 +506,23 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 "aws: a client on another event loop did not close within %.0f s",
                 CLOSE_OTHER_LOOP_TIMEOUT_S,
             )
+
+
+def _release_clients(entries: list[_LoopClient]) -> None:
+    """Close the clients of closed loops (see `_release_closed_loops`); runs in a thread."""
+    for entry in entries:
+        task, ready = entry.task, entry.ready
+        if task is not None:
+            # Its loop is closed: the task can never run or be cancelled again, so asyncio's
+            # "Task was destroyed but it is pending" would only be noise.
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+        if ready.done() and not ready.cancelled() and ready.exception() is None:
+            try:
+                asyncio.run(ready.result().__aexit__(None, None, None))
+            except Exception as exc:
+                logger.debug("aws: closing a closed loop's client failed: %s", type(exc).__name__)
+        if task is not None:
+            task.get_coro().close()  # ends the keeper: its `async with` exits, nothing left
 
 
 def _closed_while_opening() -> ProviderError:
