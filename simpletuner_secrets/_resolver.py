@@ -221,6 +221,9 @@ class Resolver:
                     task.exception()
 
     def _provider_failed(self, slot: Slot, exc: ProviderError) -> None:
+        if self.closed:
+            # Its client was closed under it by aclose: not the provider's failure.
+            raise SecretsError("this SecretsManager was closed during the lookup") from None
         if self.on_provider_error == "raise":
             raise exc
         if not slot.stats.failing:

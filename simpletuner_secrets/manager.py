@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _fork
 from ._chain import default_chain
+from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
 from .errors import ProviderError, SecretsError
@@ -37,6 +38,20 @@ __all__ = [
 ]
 
 logger = logging.getLogger("simpletuner_secrets")
+
+
+def _require_asyncio() -> None:
+    """Refuse, with one clear error, an async call made outside asyncio (trio, curio).
+
+    The resolver, the cache's single-flight and the AWS client are asyncio code; under anyio's
+    trio backend they would half-work. Trio code can use the sync facade from a worker thread.
+    """
+    if running_loop() is None:
+        raise SecretsError(
+            "SecretsManager's async methods run on asyncio only (this is not an asyncio "
+            "event loop: trio?); from trio, call the sync facade in a thread: "
+            "await trio.to_thread.run_sync(manager.sync.get, key)"
+        )
 
 
 def mask(value: str | None) -> str | None:
@@ -144,6 +159,8 @@ class SecretsManager:
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
         self._writer: FileSecretProvider | None = None
+        # Set by `reset()`: lookups that meet this manager closed retry on the new one.
+        self._retired = False
         _fork.track(self)
 
     def reset_after_fork(self) -> None:
@@ -192,12 +209,39 @@ class SecretsManager:
         """
         resolver = self.resolver
         if resolver.closed:
-            raise SecretsError("this SecretsManager is closed")
+            return await self._closed_get(key, default)
         nkey = normalize_key(key)
         value = resolver.peek(nkey)
         if value is NOT_CACHED:
-            value = await resolver.resolve(nkey)
+            _require_asyncio()
+            try:
+                value = await resolver.resolve(nkey)
+            except SecretsError:
+                if not resolver.closed:
+                    raise
+                return await self._closed_get(key, default)  # closed during the lookup
         return default if value is None else value
+
+    async def _closed_get(self, key: str, default: str | None) -> str | None:
+        successor = self.successor()
+        if successor is None:
+            raise SecretsError(
+                "this SecretsManager is closed; SecretsManager.reset() and "
+                "get_secrets_manager() give a new process-wide one"
+            )
+        return await successor.get(key, default)
+
+    def successor(self) -> SecretsManager | None:
+        """The manager that takes over lookups made on this one once closed (internal).
+
+        After `reset()` retired this process-wide manager, lookups in flight or made through
+        an old reference answer from the new process-wide manager instead of failing;
+        otherwise None.
+        """
+        if not self._retired:
+            return None
+        current = get_secrets_manager()
+        return None if current is self else current
 
     # -- conveniences ------------------------------------------------------------------
 
@@ -255,6 +299,7 @@ class SecretsManager:
         """
         if self.closed:
             raise SecretsError("this SecretsManager is closed")
+        _require_asyncio()
         nkey = normalize_key(key)
         writer = self._file_provider()
         await writer.set(nkey, value)
@@ -273,6 +318,7 @@ class SecretsManager:
         """
         if self.closed:
             raise SecretsError("this SecretsManager is closed")
+        _require_asyncio()
         nkey = normalize_key(key)
         removed = await self._file_provider().delete(nkey)
         self.resolver.forget(nkey)
@@ -296,6 +342,7 @@ class SecretsManager:
             (answered from the manager's cache without a back-end call), ``stale`` (served
             past its freshness because refreshes fail), ``age_s`` (seconds since fetched).
         """
+        _require_asyncio()
         resolver = self.resolver
         nkey = normalize_key(key)
         before = {id(s): resolver.cached_entry(s, nkey) for s in resolver.slots}
@@ -370,6 +417,7 @@ class SecretsManager:
                 # shield: cancelling this second caller must not disturb the first.
                 await asyncio.shield(asyncio.wrap_future(done))
             return
+        _require_asyncio()
         self.resolver.closed = True
         self._close_done = concurrent.futures.Future()
         try:
@@ -402,12 +450,20 @@ class SecretsManager:
 
     @classmethod
     def reset(cls) -> None:
-        """Drop the process-wide manager; the next `get_secrets_manager` builds a new one."""
+        """Drop the process-wide manager; the next `get_secrets_manager` builds a new one.
+
+        Allowed anywhere, also while lookups run: those in flight on the old manager, and
+        later ones made through a reference to it, are answered by the new one.
+        """
         global _instance
         with _instance_lock:
             old, _instance = _instance, None
-        if old is not None and old._sync is not None:
-            old._sync.close()
+        if old is not None:
+            # Lookups still in flight on it, or made through a reference taken before, answer
+            # from the new manager rather than fail with "closed".
+            old._retired = True
+            if old._sync is not None:
+                old._sync.close()
 
 
 _instance: SecretsManager | None = None

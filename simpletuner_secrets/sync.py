@@ -106,7 +106,13 @@ class SyncSecretsManager:
             value = manager.resolver.peek(normalize_key(key))
             if value is not NOT_CACHED:
                 return default if value is None else value
-        return self._run(lambda: manager.get(key, default))
+        try:
+            return self._run(lambda: manager.get(key, default))
+        except SecretsError:
+            successor = manager.successor() if manager.closed else None
+            if successor is None:
+                raise
+            return successor.sync.get(key, default)  # reset() retired this manager meanwhile
 
     def get_replicate_token(self) -> str | None:
         """Blocking `SecretsManager.get_replicate_token`."""
