@@ -108,6 +108,7 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
             try:
                 value, key, is_complex = self.get_field_value(field, field_name)
             except Exception as exc:
+                data.clear()  # the values found so far: not for a traceback's frame locals
                 raise SettingsError(
                     f'error getting value for field "{field_name}" from source "{source}"'
                 ) from exc
@@ -127,7 +128,10 @@ class SecretsManagerSettingsSource(PydanticBaseSettingsSource):
                 data[key] = value
             elif not parsed:
                 # Raised outside the handler: the decode error holds the value (its `doc`);
-                # name the field only.
+                # name the field only. The values found so far, and this one, are dropped
+                # first: error trackers record every frame's locals.
+                data.clear()
+                value = None
                 raise SettingsError(
                     f'error parsing value for field "{field_name}" from source "{source}"'
                 )

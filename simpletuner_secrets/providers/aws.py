@@ -273,7 +273,13 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 return {}
             raise self._call_error(name, exc) from _safe_cause(exc)
         self._missing.clear(name)
-        return self._parse(name, response)
+        document, problem = self._parse(name, response)
+        # Raised from this frame, the response (the whole secret) dropped first: error
+        # trackers and `capture_locals` tracebacks record every local of every frame.
+        del response
+        if problem is not None:
+            raise ProviderError(problem, provider=self.name)
+        return document
 
     def _report_missing(self, name: str) -> None:
         if self._missing.first(name):
@@ -298,32 +304,23 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             cause = f"{type(exc).__name__} (details withheld)"
         return ProviderError(f"aws: cannot read secret {name!r} ({cause})", provider=self.name)
 
-    def _parse(self, name: str, response: Mapping[str, Any]) -> dict[str, str]:
+    def _parse(self, name: str, response: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+        """The response's document, or what is wrong with it: never raises, so that no frame
+        holding the secret's text is on an error's traceback (the caller raises)."""
         source = f"secret {name!r} (stage {self.version_stage})"
         text = response.get("SecretString")
         if text is None:
             binary = response.get("SecretBinary")
             if binary is None:
-                raise ProviderError(
-                    f"aws: {source} has neither SecretString nor SecretBinary",
-                    provider=self.name,
-                )
-            # Errors are raised after their handlers: the decode errors hold the whole secret
-            # (UnicodeDecodeError.object, JSONDecodeError.doc), which must not ride along as
-            # the context of ours.
-            decoded: str | None = None
-            position = 0
+                return {}, f"aws: {source} has neither SecretString nor SecretBinary"
             try:
-                decoded = bytes(binary).decode("utf-8")
+                text = bytes(binary).decode("utf-8")
             except UnicodeDecodeError as exc:
-                position = exc.start
-            if decoded is None:
-                raise ProviderError(
-                    f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {position})",
-                    provider=self.name,
+                # The decode error holds the whole secret (its `object`): only its offset is kept.
+                return (
+                    {},
+                    f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {exc.start})",
                 )
-            text = decoded
-        where: str | None = None
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -332,12 +329,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 if isinstance(exc, json.JSONDecodeError)
                 else ""
             )
-        if where is not None:
-            raise ProviderError(
-                f"aws: {source} is not valid JSON{where}; it must hold one JSON object",
-                provider=self.name,
-            )
-        return document_from_mapping(data, provider=self.name, source=source)
+            return {}, f"aws: {source} is not valid JSON{where}; it must hold one JSON object"
+        try:
+            return document_from_mapping(data, provider=self.name, source=source), None
+        except ProviderError as exc:
+            return {}, str(exc)  # the exception and its frames, holding `data`, are dropped
 
     # -- clients -----------------------------------------------------------------------
 
