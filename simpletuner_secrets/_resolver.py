@@ -151,6 +151,8 @@ class Resolver:
         self.cache: SecondChanceCache[Entry] = SecondChanceCache(
             default_ttl=policy.longest_life, max_size=max_size, timer=timer
         )
+        # The cache's live mapping, read by `peek` without a call (it is never replaced).
+        self._entries = self.cache.entries()
         self.closed = False
         self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
         self._background: set[asyncio.Task[Any]] = set()
@@ -172,7 +174,7 @@ class Resolver:
         and "warm m.sync.get" rows of ``bench_manager`` measure it.
         """
         now = self.timer()
-        data = self.cache.entries()
+        data = self._entries
         for slot in self.slots:
             mode = slot.mode
             if mode is Mode.LIVE:

@@ -102,8 +102,9 @@ class SyncSecretsManager:
     def get(self, key: str, default: str | None = None) -> str | None:
         """Blocking `SecretsManager.get`."""
         manager = self._manager
-        if not manager.closed:
-            value = manager.resolver.peek(normalize_key(key))
+        resolver = manager.resolver
+        if not resolver.closed:
+            value = resolver.peek(normalize_key(key))
             if value is not NOT_CACHED:
                 return default if value is None else value
         try:
