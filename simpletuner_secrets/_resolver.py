@@ -66,6 +66,11 @@ class Mode(enum.Enum):
         return cls.PER_KEY
 
 
+# Module-level aliases for the hot paths: an Enum member read through its class costs ~60 ns
+# on CPython 3.11, a global ~8 ns (the warm-get rows of bench_manager).
+_LIVE, _DOCUMENT, _PER_KEY = Mode.LIVE, Mode.DOCUMENT, Mode.PER_KEY
+
+
 @dataclass(eq=False)
 class ProviderStats:
     """One provider's counters, as `SecretsManager.stats` shows them."""
@@ -107,7 +112,7 @@ class Slot:
 
     def cache_key(self, nkey: str) -> tuple[int, str | None]:
         """The cache key of this provider's answer for ``nkey`` (its document, or the key)."""
-        return (id(self), None if self.mode is Mode.DOCUMENT else nkey)
+        return (id(self), None if self.mode is _DOCUMENT else nkey)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -177,10 +182,10 @@ class Resolver:
         data = self._entries
         for slot in self.slots:
             mode = slot.mode
-            if mode is Mode.LIVE:
+            if mode is _LIVE:
                 value = slot.provider.peek(nkey)
             else:
-                got = data.get((id(slot), None) if mode is Mode.DOCUMENT else (id(slot), nkey))
+                got = data.get((id(slot), None) if mode is _DOCUMENT else (id(slot), nkey))
                 if got is None:
                     return NOT_CACHED
                 entry = got[0]
@@ -188,7 +193,7 @@ class Resolver:
                     entry.used = True  # kept recent: see SecondChanceCache
                 if now >= entry.refresh_at:
                     return NOT_CACHED  # let the slow path decide (refresh ahead, stale...)
-                value = entry.value.get(nkey) if mode is Mode.DOCUMENT else entry.value
+                value = entry.value.get(nkey) if mode is _DOCUMENT else entry.value
             if value is NOT_CACHED:
                 return NOT_CACHED
             if value:
@@ -236,12 +241,12 @@ class Resolver:
         """One provider's answer for ``nkey``, through the cache where it applies."""
         mode = slot.mode
         provider = slot.provider
-        if mode is Mode.LIVE:
+        if mode is _LIVE:
             value = provider.peek(nkey)
             if value is NOT_CACHED:
                 value = await self.call(slot, lambda: provider.get(nkey))
             return value or None
-        if mode is Mode.DOCUMENT:
+        if mode is _DOCUMENT:
             assert isinstance(provider, DocumentSecretProvider)
             document = await self._cached(slot, slot.cache_key(nkey), provider.load_document)
             value = document.get(nkey)
