@@ -241,6 +241,32 @@ async def test_stale_values_expire_after_max_stale() -> None:
     assert await m.get("K") is None
 
 
+@pytest.mark.parametrize("on_provider_error", ["skip", "raise"])
+async def test_max_stale_is_enforced_by_the_manager_before_the_cache_drops_the_entry(
+    monkeypatch: pytest.MonkeyPatch, on_provider_error: str
+) -> None:
+    """Past fresh_until + max_stale a failing provider's last value is not served, even while
+    the cache still holds the entry (the manager decides, not the cache's TTL)."""
+    monkeypatch.setattr(manager_module.random, "uniform", lambda a, b: a)  # jitter at -10%
+    clock = FakeClock()
+    doc = DocProvider({"K": "v"})
+    m = make(doc, clock=clock, cache_ttl=10, max_stale=30, on_provider_error=on_provider_error)
+    assert await m.get("K") == "v"  # fresh until +9 s, servable stale until +39 s
+    doc.fail = True
+    clock.now += 38  # stale, inside max_stale: the last good value is served
+    assert await m.get("K") == "v"
+    clock.now += 2  # +40 s: past max_stale, before the cache's own expiry at +41 s
+    held = m._cache.peek((id(m._slots[0]), None))
+    assert held is not None and held[1] > 0, "the cache no longer holds the entry"
+    if on_provider_error == "skip":
+        assert await m.get("K") is None
+        assert await m.get("K", default="fallback") == "fallback"
+    else:
+        with pytest.raises(ProviderError):
+            await m.get("K")
+    await m.aclose()
+
+
 async def test_failing_provider_is_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
