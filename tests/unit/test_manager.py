@@ -180,6 +180,31 @@ async def test_answers_are_cached_for_the_ttl_with_jitter() -> None:
     assert doc.loads == 2
 
 
+async def test_jitter_spreads_expiry_over_the_whole_band() -> None:
+    """1,000 keys cached at once expire spread over 0.9-1.1 x cache_ttl, not all together."""
+    clock = FakeClock()
+    keys = [f"K{i}" for i in range(1000)]
+    provider = KeyProvider({k: "old" for k in keys})
+    m = make(provider, clock=clock, cache_ttl=100)
+    assert [await m.get(k) for k in keys] == ["old"] * 1000
+    lifetimes = []
+    for k in keys:
+        held = m._cache.peek((id(m._slots[0]), k))
+        assert held is not None
+        lifetimes.append(held[0].fresh_until - held[0].fetched_at)
+    provider.data = {normalize_key(k): "new" for k in keys}
+    clock.now += 95  # an expired entry is fetched before answering; a fresh one answers "old"
+    answers = [await m.get(k) for k in keys]
+    expired = answers.count("new")
+    # Uniform jitter: about a quarter of the lifetimes are under 0.95 x cache_ttl.
+    assert 100 < expired < 400, f"{expired} of 1000 entries had expired at 0.95 x cache_ttl"
+    assert expired == sum(lifetime <= 95 for lifetime in lifetimes)
+    # The lifetimes drawn cover the band, with barely a repeat.
+    assert 90 <= min(lifetimes) < 92 and 108 < max(lifetimes) <= 110
+    assert len(set(lifetimes)) > 900
+    await m.aclose()
+
+
 async def test_refresh_ahead_serves_current_value_while_refreshing() -> None:
     """Near expiry a hot entry is refreshed in the background; callers do not wait."""
     clock = FakeClock()
