@@ -109,6 +109,22 @@ async def test_highest_priority_provider_wins() -> None:
     assert await m.get("missing", default="d") == "d"
 
 
+@pytest.mark.parametrize("lower_kind", ["per-key", "document"])
+async def test_a_slow_higher_provider_beats_a_fast_lower_one(lower_kind: str) -> None:
+    """Priority decides, not speed: a slow higher provider's value wins over a faster lower."""
+    high = KeyProvider({"K": "from-high"}, delay=0.05, label="high")
+    low: SecretProvider = (
+        KeyProvider({"K": "from-low"}, label="low")
+        if lower_kind == "per-key"
+        else DocProvider({"K": "from-low"})
+    )
+    m = make(high, low)
+    assert await m.get("K") == "from-high"
+    assert await m.get("K") == "from-high"  # cached answers keep the same order
+    assert high.calls == 1
+    await m.aclose()
+
+
 async def test_empty_value_counts_as_absent() -> None:
     """An empty value in a higher provider does not shadow a lower one."""
     m = make(LiveProvider({"A": ""}), KeyProvider({"A": ""}), DocProvider({"A": "real"}))
