@@ -49,7 +49,8 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 async def test_identity_repr_and_lifecycle(tmp_path: Path) -> None:
-    """name is "file", answers are not cached by the manager, repr shows class and path only."""
+    """name is "file", answers are not cached by the manager, repr shows class and path only;
+    closing twice is fine and the file is still read afterwards."""
     path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
     p = FileSecretProvider(path)
     assert p.name == "file" and FileSecretProvider.cache_answers is False
@@ -58,6 +59,9 @@ async def test_identity_repr_and_lifecycle(tmp_path: Path) -> None:
     assert repr(p) == f"FileSecretProvider(path={str(path)!r})"
     await p.aclose()
     await p.aclose()
+    write(path, json.dumps({"A": SECRET, "B": "added-after-close"}))
+    p.invalidate()
+    assert await p.get("B") == "added-after-close"
 
 
 # -- reading -----------------------------------------------------------------------------
