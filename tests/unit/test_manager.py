@@ -387,13 +387,17 @@ async def test_cache_is_bounded_for_absent_keys() -> None:
 
 async def test_explain_reports_provider_cache_and_masked_value() -> None:
     """explain names the answering provider, the cache state, the age and a masked value."""
-    m = make(LiveProvider({}), DocProvider({"LONG": "abcdefghijklmnop", "SHORT": "abc"}))
+    clock = FakeClock()
+    doc = DocProvider({"LONG": "abcdefghijklmnop", "SHORT": "abc"})
+    m = make(LiveProvider({}), doc, clock=clock, cache_ttl=100)
     first = await m.explain("long")
     assert first["provider"] == "doc" and first["cached"] is False
-    assert first["value"] == "ab**********"
+    assert first["value"] == "ab**********" and first["age_s"] == 0
+    clock.now += 7.25
     second = await m.explain("LONG")
     assert second["cached"] is True and second["stale"] is False
-    assert second["age_s"] is not None and second["age_s"] >= 0
+    assert second["age_s"] == 7.25  # seconds since the document was fetched
+    assert doc.loads == 1
     assert (await m.explain("SHORT"))["value"] == "********"
     assert (await m.explain("NOPE"))["provider"] is None
 
@@ -411,7 +415,7 @@ async def test_stats_has_cache_and_provider_counters() -> None:
     await m.get("K")
     await m.get("K")
     stats = m.stats()
-    assert stats["cache"]["hits"] >= 1
+    assert (stats["cache"]["hits"], stats["cache"]["misses"]) == (1, 1)
     assert stats["providers"]["keys"]["calls"] == 1
     assert stats["providers"]["keys"]["errors"] == 0
     assert stats["providers"]["keys"]["avg_latency_ms"] is not None
