@@ -92,6 +92,69 @@ class LiveProvider(SecretProvider):
         return self.peek(normalize_key(key))
 
 
+class Meeting:
+    """Providers wait here until ``expected`` of them are in flight at once: proof of
+    concurrency that a busy machine cannot fake or fail (a serial caller never gets there)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.in_flight = 0
+        self.most = 0
+        self.all_here = asyncio.Event()
+
+    async def arrive(self) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.expected:
+            self.all_here.set()
+        try:
+            await self.all_here.wait()
+        finally:
+            self.in_flight -= 1
+
+
+class MeetingKeys(KeyProvider):
+    """A key-by-key provider whose calls wait at a `Meeting`."""
+
+    def __init__(self, data: Mapping[str, str], meeting: Meeting) -> None:
+        super().__init__(data)
+        self.meeting = meeting
+
+    async def get(self, key: str) -> str | None:
+        await self.meeting.arrive()
+        return await super().get(key)
+
+
+class MeetingDoc(DocProvider):
+    """A document provider whose loads wait at a `Meeting`."""
+
+    def __init__(self, data: Mapping[str, str], meeting: Meeting) -> None:
+        super().__init__(data)
+        self.meeting = meeting
+
+    async def load_document(self) -> Mapping[str, str]:
+        await self.meeting.arrive()
+        return await super().load_document()
+
+
+class HeldDoc(DocProvider):
+    """A document provider whose loads wait until ``gate`` is open (it starts open)."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        super().__init__(data)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def load_document(self) -> Mapping[str, str]:
+        self.loads += 1
+        await self.gate.wait()
+        return dict(self.data)
+
+
+#: Seconds before a test that waits on behaviour gives up: a hang guard, never a measurement.
+HANG_GUARD_S = 10.0
+
+
 def make(*providers: SecretProvider, clock: FakeClock | None = None, **kw: Any) -> SecretsManager:
     m = SecretsManager(list(providers), **kw)
     if clock is not None:
@@ -141,28 +204,40 @@ async def test_key_spellings_are_normalized() -> None:
 
 
 async def test_cold_lookup_fans_out_and_answers_when_priority_decides() -> None:
-    """Three 100 ms providers, key only in the last: about 100 ms, not 300 ms."""
-    a, b = KeyProvider({}, delay=0.1), KeyProvider({}, delay=0.1)
-    c = DocProvider({"K": "v"}, delay=0.1)
-    m = make(a, b, c)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "v"
-    assert loop.time() - start < 0.25
+    """A cold lookup asks all three providers at once (each waits until all three are in
+    flight), and the key held only by the last one is found."""
+    meeting = Meeting(3)
+    a, b = MeetingKeys({}, meeting), MeetingKeys({}, meeting)
+    c = MeetingDoc({"K": "v"}, meeting)
+    m = make(a, b, c, provider_timeout=60)  # only the hang guard ends a wait
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "v"
+    except TimeoutError:
+        pytest.fail(f"at most {meeting.most} of 3 providers were in flight at once: no fan-out")
+    assert meeting.most == 3
+    assert (a.calls, b.calls, c.loads) == (1, 1, 1)
 
 
 async def test_higher_answer_returns_without_waiting_for_lower() -> None:
     """A fast higher provider's answer does not wait for a slow lower one; nothing leaks."""
     fast = KeyProvider({"K": "fast"})
-    slow = DocProvider({"K": "slow"}, delay=0.3)
-    m = make(fast, slow)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "fast"
-    assert loop.time() - start < 0.15
-    await asyncio.sleep(0.35)  # the lower load finishes by itself and warms the cache
-    assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert slow.loads == 1
+    slow = HeldDoc({"K": "slow"})
+    slow.gate.clear()  # the lower load stays in flight until the answer is out
+    m = make(fast, slow, provider_timeout=60)  # only the hang guard ends a wait
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "fast"
+    except TimeoutError:
+        pytest.fail("the higher provider's answer waited for the lower provider's load")
+    assert slow.loads == 1 and m._cache.stats()["pending"] == 1
+    slow.gate.set()  # the lower load finishes by itself and warms the cache
+    here = asyncio.current_task()
+    for _ in range(int(HANG_GUARD_S * 100)):
+        if asyncio.all_tasks() == {here}:
+            break
+        await asyncio.sleep(0.01)
+    assert asyncio.all_tasks() == {here}
+    assert slow.loads == 1 and m._cache.stats()["pending"] == 0
+    assert m._cache.peek((id(m._slots[1]), None)) is not None
     await m.aclose()
 
 
@@ -224,19 +299,21 @@ async def test_jitter_spreads_expiry_over_the_whole_band() -> None:
 async def test_refresh_ahead_serves_current_value_while_refreshing() -> None:
     """Near expiry a hot entry is refreshed in the background; callers do not wait."""
     clock = FakeClock()
-    doc = DocProvider({"K": "v1"}, delay=0.05)
-    m = make(doc, clock=clock, cache_ttl=100)
+    doc = HeldDoc({"K": "v1"})
+    m = make(doc, clock=clock, cache_ttl=100, provider_timeout=60)  # see HANG_GUARD_S
     await m.get("K")
     doc.data["K"] = "v2"
-    clock.now += 95  # inside the refresh-ahead window, still fresh for any jitter >= 0.95
+    doc.gate.clear()  # the refresh stays in flight until the lookup has answered
     entry = m._cache.peek((id(m._slots[0]), None))
     assert entry is not None
-    clock.now = entry[0].refresh_at + 0.01
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "v1"  # served at once
-    assert loop.time() - start < 0.04
-    await asyncio.sleep(0.1)
+    clock.now = entry[0].refresh_at + 0.01  # inside the refresh-ahead window, still fresh
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "v1"  # served at once
+    except TimeoutError:
+        pytest.fail("the lookup waited for the refresh-ahead load")
+    assert len(m._background) == 1
+    doc.gate.set()
+    await asyncio.wait_for(asyncio.gather(*m._background), HANG_GUARD_S)
     assert doc.loads == 2
     assert await m.get("K") == "v2"
     await m.aclose()
