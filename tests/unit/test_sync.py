@@ -181,7 +181,8 @@ def test_stopping_a_facade_whose_loop_thread_died_does_not_wait() -> None:
     assert not runner._thread.is_alive()
     start = _time.monotonic()
     m.sync._shutdown()
-    assert _time.monotonic() - start < 2.0
+    # The bug waited 10 s for the drain; a busy machine needs far less than 5 s for none.
+    assert _time.monotonic() - start < 5.0
     assert runner.loop.is_closed()
     m.sync.close()
 
