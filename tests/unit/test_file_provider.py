@@ -441,8 +441,11 @@ async def test_symlink_at_the_temporary_path_is_not_followed(
 def test_four_processes_writing_lose_no_update(tmp_path: Path) -> None:
     """4 processes writing 25 keys each leave all 100 keys in the file."""
     path = tmp_path / "s.json"
+    # The writers import the package under test (this checkout), not another installed copy.
+    search = [str(Path(__file__).resolve().parents[2]), os.getenv("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, search))}
     procs = [
-        subprocess.Popen([sys.executable, str(WRITER_SCRIPT), str(path), str(n), "25"])
+        subprocess.Popen([sys.executable, str(WRITER_SCRIPT), str(path), str(n), "25"], env=env)
         for n in range(4)
     ]
     assert [proc.wait(120) for proc in procs] == [0, 0, 0, 0]
