@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pytest
 
 from simpletuner_secrets import ProviderError, SecretProvider
+from simpletuner_secrets.providers.base import DocumentSecretProvider
 
 Seed = Callable[[dict[str, Any]], Awaitable[SecretProvider]]
 
@@ -98,10 +99,18 @@ class ProviderContract:
             await provider.aclose()
 
     async def test_aclose_twice_is_fine(self, seed: Seed) -> None:
+        """Closing twice raises nothing, and the provider still answers afterwards: a later
+        lookup (its document forgotten, so it really reads the back-end) opens a new client."""
         provider = await seed({"HF_TOKEN": SECRET})
-        await provider.get("HF_TOKEN")
+        assert await provider.get("HF_TOKEN") == SECRET
         await provider.aclose()
         await provider.aclose()
+        try:
+            if isinstance(provider, DocumentSecretProvider):
+                provider.invalidate()
+            assert await provider.get("HF_TOKEN") == SECRET
+        finally:
+            await provider.aclose()
 
     async def test_no_value_in_logs_or_errors(
         self, seed: Seed, caplog: pytest.LogCaptureFixture

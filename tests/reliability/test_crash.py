@@ -30,7 +30,11 @@ import yaml
 from simpletuner_secrets.providers.file import FileSecretProvider
 
 WRITER = Path(__file__).with_name("crash_writer.py")
+ROOT = Path(__file__).resolve().parents[2]
 KEY = re.compile(r"K(\d+)\Z")
+# The run is bounded by progress, not by a total time (a loaded machine once took 818 s for
+# 862 of 1,000 YAML writes): it fails only when no write was acknowledged for this long.
+STALL_S = 120.0
 
 # YAML writes parse and dump the whole file with PyYAML's pure-Python loader (the strict loader
 # needs Python hooks), about 0.11 ms per key held: 55 ms a write at 1,000 keys, 55 s for the
@@ -51,6 +55,8 @@ def writer_env(home: Path) -> dict[str, str]:
         if not k.startswith(("VAULT_", "AWS_", "SIMPLETUNER_", "BAO_"))
     }
     env["HOME"] = str(home)
+    # The writer imports the package under test (this checkout), not another installed copy.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -132,14 +138,20 @@ def run_writer(
         env=env,
     )
     assert proc.stdout is not None
+    # A hang guard: a writer that never says "ready" is killed (the read below then ends).
+    watchdog = threading.Timer(STALL_S, proc.kill)
+    watchdog.start()
     # Byte by byte from the descriptor: a buffered readline() could swallow the first
     # acknowledged key with "ready", and communicate() reads the descriptor, not that buffer.
     first = b""
-    while not first.endswith(b"\n"):
-        chunk = os.read(proc.stdout.fileno(), 1)
-        if not chunk:
-            break
-        first += chunk
+    try:
+        while not first.endswith(b"\n"):
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                break
+            first += chunk
+    finally:
+        watchdog.cancel()
     assert first == b"ready\n", (first, proc.stderr.read() if proc.stderr else "")
     killed = False
     if kill_after is not None:
@@ -147,7 +159,7 @@ def run_writer(
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed = True
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=STALL_S)
     # The writer may have finished between poll() and the signal: then it was not killed.
     killed = killed and proc.returncode == -signal.SIGKILL
     if not killed:
@@ -171,16 +183,20 @@ def test_sigkilled_writers_lose_no_acknowledged_write(
     acked: list[str] = []
     runs = kills = kills_leaving_a_temp = 0
     leftovers: set[str] = set()
-    deadline = time.monotonic() + 50 + 0.1 * target  # YAML writes slow down as the file grows
+    last_progress = time.monotonic()
     try:
         while len(acked) < target:
-            assert time.monotonic() < deadline, f"too slow: {len(acked)}/{target} (seed {seed})"
+            stalled = time.monotonic() - last_progress
+            assert stalled < STALL_S, (
+                f"no write acknowledged for {stalled:.0f} s: {len(acked)}/{target} (seed {seed})"
+            )
             start = len(acked)
             run = run_writer(path, start, target - start, mode, rng.uniform(0.0, 0.6), env)
             runs += 1
             assert run.acked == [f"K{i}" for i in range(start, start + len(run.acked))]
             acked += run.acked
             if run.acked:
+                last_progress = time.monotonic()
                 # This run made a successful write: the previous crash's temporaries are gone.
                 still = leftovers & temporaries(path)
                 assert not still, f"temporaries left by a crash survived a write: {still}"

@@ -257,10 +257,14 @@ async def test_stubbed_response_without_value_is_an_error(monkeypatch: pytest.Mo
 
 
 async def test_no_secret_name_raises_without_opening_a_client() -> None:
-    """Reading with no secret name raises ProviderError and opens nothing."""
+    """Reading with no secret name raises ProviderError and opens nothing, before and after
+    closing twice (a closed provider reports the same problem, not a closed state)."""
     provider = make()
     with pytest.raises(ProviderError, match="no secret name"):
         await provider.load_document()
     assert provider.clients_opened == 0 and provider.open_clients == 0
     await provider.aclose()
     await provider.aclose()
+    with pytest.raises(ProviderError, match="no secret name"):
+        await provider.load_document()
+    assert provider.clients_opened == 0 and provider.open_clients == 0

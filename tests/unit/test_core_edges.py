@@ -14,7 +14,7 @@ import pytest
 
 from simpletuner_secrets._loop_thread import LoopThread
 from simpletuner_secrets.cache import TTLCache, cached
-from simpletuner_secrets.errors import SecretsError
+from simpletuner_secrets.errors import ProviderError, SecretsError
 from simpletuner_secrets.providers.base import SecretProvider
 
 from .test_manager import DocProvider, FakeClock, make
@@ -86,13 +86,15 @@ async def test_factory_raising_cancelled_error_does_not_spin_forever() -> None:
         fut.cancel()
         return await fut
 
-    try:
-        await asyncio.wait_for(cache.get_or_set_async("k", factory), 1.0)
-    except TimeoutError:
-        pytest.fail(f"get_or_set_async spun for 1 s; the factory ran {calls} times")
-    except BaseException:
-        pass  # any error is fine: the call ended
+    # The waiter gets the load's failure, not a CancelledError of its own (it was not
+    # cancelled), and nothing is cached.
+    with pytest.raises(RuntimeError, match="CancelledError without being cancelled"):
+        try:
+            await asyncio.wait_for(cache.get_or_set_async("k", factory), 10.0)
+        except TimeoutError:
+            pytest.fail(f"get_or_set_async spun for 10 s; the factory ran {calls} times")
     assert calls == 1
+    assert "k" not in cache and cache.stats()["pending"] == 0
 
 
 def test_cached_keys_tell_nested_types_apart() -> None:
@@ -179,20 +181,28 @@ class CancellingProvider(SecretProvider):
         return await fut
 
 
-async def test_manager_get_ends_when_a_provider_raises_cancelled_error() -> None:
+@pytest.mark.parametrize("on_provider_error", ["skip", "raise"])
+async def test_manager_get_ends_when_a_provider_raises_cancelled_error(
+    on_provider_error: str,
+) -> None:
     """A provider ending in CancelledError (not cancelled itself) is a failing provider: the
-    lookup ends instead of reloading forever past `provider_timeout`."""
+    lookup ends, skipping it or raising ProviderError, instead of reloading forever."""
     provider = CancellingProvider()
-    m = make(provider, provider_timeout=0.2)
+    m = make(provider, provider_timeout=0.2, on_provider_error=on_provider_error)
     try:
-        await asyncio.wait_for(m.get("A"), 1.0)
+        lookup = asyncio.wait_for(m.get("A", default="fallback"), 10.0)
+        if on_provider_error == "skip":
+            assert await lookup == "fallback"
+        else:
+            with pytest.raises(ProviderError, match="failed with CancelledError"):
+                await lookup
     except TimeoutError:
-        pytest.fail(f"get() did not end within 1 s; the provider was called {provider.calls} times")
-    except BaseException:
-        pass
+        pytest.fail(f"get() did not end in 10 s; the provider was called {provider.calls} times")
     finally:
         await m.aclose()
-    assert provider.calls <= 2
+    assert provider.calls == 1
+    stats = m.stats()["providers"]["cancelling"]
+    assert (stats["calls"], stats["errors"], stats["timeouts"]) == (1, 1, 0)
 
 
 async def test_cold_lookup_counts_one_cache_miss() -> None:

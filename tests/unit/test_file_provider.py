@@ -40,7 +40,8 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 async def test_identity_repr_and_lifecycle(tmp_path: Path) -> None:
-    """name is "file", answers are not cached by the manager, repr shows class and path only."""
+    """name is "file", answers are not cached by the manager, repr shows class and path only;
+    closing twice is fine and the file is still read afterwards."""
     path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
     p = FileSecretProvider(path)
     assert p.name == "file" and FileSecretProvider.cache_answers is False
@@ -49,6 +50,9 @@ async def test_identity_repr_and_lifecycle(tmp_path: Path) -> None:
     assert repr(p) == f"FileSecretProvider(path={str(path)!r})"
     await p.aclose()
     await p.aclose()
+    write(path, json.dumps({"A": SECRET, "B": "added-after-close"}))
+    p.invalidate()
+    assert await p.get("B") == "added-after-close"
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -428,8 +432,11 @@ async def test_symlink_at_the_temporary_path_is_not_followed(
 def test_four_processes_writing_lose_no_update(tmp_path: Path) -> None:
     """4 processes writing 25 keys each leave all 100 keys in the file."""
     path = tmp_path / "s.json"
+    # The writers import the package under test (this checkout), not another installed copy.
+    search = [str(Path(__file__).resolve().parents[2]), os.getenv("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, search))}
     procs = [
-        subprocess.Popen([sys.executable, str(WRITER_SCRIPT), str(path), str(n), "25"])
+        subprocess.Popen([sys.executable, str(WRITER_SCRIPT), str(path), str(n), "25"], env=env)
         for n in range(4)
     ]
     assert [proc.wait(120) for proc in procs] == [0, 0, 0, 0]

@@ -86,6 +86,69 @@ class LiveProvider(SecretProvider):
         return self.peek(normalize_key(key))
 
 
+class Meeting:
+    """Providers wait here until ``expected`` of them are in flight at once: proof of
+    concurrency that a busy machine cannot fake or fail (a serial caller never gets there)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.in_flight = 0
+        self.most = 0
+        self.all_here = asyncio.Event()
+
+    async def arrive(self) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.expected:
+            self.all_here.set()
+        try:
+            await self.all_here.wait()
+        finally:
+            self.in_flight -= 1
+
+
+class MeetingKeys(KeyProvider):
+    """A key-by-key provider whose calls wait at a `Meeting`."""
+
+    def __init__(self, data: Mapping[str, str], meeting: Meeting) -> None:
+        super().__init__(data)
+        self.meeting = meeting
+
+    async def get(self, key: str) -> str | None:
+        await self.meeting.arrive()
+        return await super().get(key)
+
+
+class MeetingDoc(DocProvider):
+    """A document provider whose loads wait at a `Meeting`."""
+
+    def __init__(self, data: Mapping[str, str], meeting: Meeting) -> None:
+        super().__init__(data)
+        self.meeting = meeting
+
+    async def load_document(self) -> Mapping[str, str]:
+        await self.meeting.arrive()
+        return await super().load_document()
+
+
+class HeldDoc(DocProvider):
+    """A document provider whose loads wait until ``gate`` is open (it starts open)."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        super().__init__(data)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def load_document(self) -> Mapping[str, str]:
+        self.loads += 1
+        await self.gate.wait()
+        return dict(self.data)
+
+
+#: Seconds before a test that waits on behaviour gives up: a hang guard, never a measurement.
+HANG_GUARD_S = 10.0
+
+
 def make(*providers: SecretProvider, clock: FakeClock | None = None, **kw: Any) -> SecretsManager:
     if clock is not None:
         kw["timer"] = clock
@@ -99,6 +162,22 @@ async def test_highest_priority_provider_wins() -> None:
     assert await m.get("b") == "docb"
     assert await m.get("missing") is None
     assert await m.get("missing", default="d") == "d"
+
+
+@pytest.mark.parametrize("lower_kind", ["per-key", "document"])
+async def test_a_slow_higher_provider_beats_a_fast_lower_one(lower_kind: str) -> None:
+    """Priority decides, not speed: a slow higher provider's value wins over a faster lower."""
+    high = KeyProvider({"K": "from-high"}, delay=0.05, label="high")
+    low: SecretProvider = (
+        KeyProvider({"K": "from-low"}, label="low")
+        if lower_kind == "per-key"
+        else DocProvider({"K": "from-low"})
+    )
+    m = make(high, low)
+    assert await m.get("K") == "from-high"
+    assert await m.get("K") == "from-high"  # cached answers keep the same order
+    assert high.calls == 1
+    await m.aclose()
 
 
 async def test_empty_value_counts_as_absent() -> None:
@@ -117,28 +196,40 @@ async def test_key_spellings_are_normalized() -> None:
 
 
 async def test_cold_lookup_fans_out_and_answers_when_priority_decides() -> None:
-    """Three 100 ms providers, key only in the last: about 100 ms, not 300 ms."""
-    a, b = KeyProvider({}, delay=0.1), KeyProvider({}, delay=0.1)
-    c = DocProvider({"K": "v"}, delay=0.1)
-    m = make(a, b, c)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "v"
-    assert loop.time() - start < 0.25
+    """A cold lookup asks all three providers at once (each waits until all three are in
+    flight), and the key held only by the last one is found."""
+    meeting = Meeting(3)
+    a, b = MeetingKeys({}, meeting), MeetingKeys({}, meeting)
+    c = MeetingDoc({"K": "v"}, meeting)
+    m = make(a, b, c, provider_timeout=60)  # only the hang guard ends a wait
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "v"
+    except TimeoutError:
+        pytest.fail(f"at most {meeting.most} of 3 providers were in flight at once: no fan-out")
+    assert meeting.most == 3
+    assert (a.calls, b.calls, c.loads) == (1, 1, 1)
 
 
 async def test_higher_answer_returns_without_waiting_for_lower() -> None:
     """A fast higher provider's answer does not wait for a slow lower one; nothing leaks."""
     fast = KeyProvider({"K": "fast"})
-    slow = DocProvider({"K": "slow"}, delay=0.3)
-    m = make(fast, slow)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "fast"
-    assert loop.time() - start < 0.15
-    await asyncio.sleep(0.35)  # the lower load finishes by itself and warms the cache
-    assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert slow.loads == 1
+    slow = HeldDoc({"K": "slow"})
+    slow.gate.clear()  # the lower load stays in flight until the answer is out
+    m = make(fast, slow, provider_timeout=60)  # only the hang guard ends a wait
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "fast"
+    except TimeoutError:
+        pytest.fail("the higher provider's answer waited for the lower provider's load")
+    assert slow.loads == 1 and m.resolver.cache.stats()["pending"] == 1
+    slow.gate.set()  # the lower load finishes by itself and warms the cache
+    here = asyncio.current_task()
+    for _ in range(int(HANG_GUARD_S * 100)):
+        if asyncio.all_tasks() == {here}:
+            break
+        await asyncio.sleep(0.01)
+    assert asyncio.all_tasks() == {here}
+    assert slow.loads == 1 and m.resolver.cache.stats()["pending"] == 0
+    assert m.resolver.cache.peek((id(m.resolver.slots[1]), None)) is not None
     await m.aclose()
 
 
@@ -172,22 +263,49 @@ async def test_answers_are_cached_for_the_ttl_with_jitter() -> None:
     assert doc.loads == 2
 
 
+async def test_jitter_spreads_expiry_over_the_whole_band() -> None:
+    """1,000 keys cached at once expire spread over 0.9-1.1 x cache_ttl, not all together."""
+    clock = FakeClock()
+    keys = [f"K{i}" for i in range(1000)]
+    provider = KeyProvider({k: "old" for k in keys})
+    m = make(provider, clock=clock, cache_ttl=100)
+    assert [await m.get(k) for k in keys] == ["old"] * 1000
+    lifetimes = []
+    for k in keys:
+        held = m.resolver.cache.peek((id(m.resolver.slots[0]), k))
+        assert held is not None
+        lifetimes.append(held[0].fresh_until - held[0].fetched_at)
+    provider.data = {normalize_key(k): "new" for k in keys}
+    clock.now += 95  # an expired entry is fetched before answering; a fresh one answers "old"
+    answers = [await m.get(k) for k in keys]
+    expired = answers.count("new")
+    # Uniform jitter: about a quarter of the lifetimes are under 0.95 x cache_ttl.
+    assert 100 < expired < 400, f"{expired} of 1000 entries had expired at 0.95 x cache_ttl"
+    assert expired == sum(lifetime <= 95 for lifetime in lifetimes)
+    # The lifetimes drawn cover the band, with barely a repeat.
+    assert 90 <= min(lifetimes) < 92 and 108 < max(lifetimes) <= 110
+    assert len(set(lifetimes)) > 900
+    await m.aclose()
+
+
 async def test_refresh_ahead_serves_current_value_while_refreshing() -> None:
     """Near expiry a hot entry is refreshed in the background; callers do not wait."""
-    clock = FakeClock(5000.0)
-    doc = DocProvider({"K": "v1"}, delay=0.05)
-    m = make(doc, clock=clock, cache_ttl=100)
+    clock = FakeClock()
+    doc = HeldDoc({"K": "v1"})
+    m = make(doc, clock=clock, cache_ttl=100, provider_timeout=60)  # see HANG_GUARD_S
     await m.get("K")
     doc.data["K"] = "v2"
-    clock.now += 95  # inside the refresh-ahead window, still fresh for any jitter >= 0.95
+    doc.gate.clear()  # the refresh stays in flight until the lookup has answered
     entry = m.resolver.cache.peek((id(m.resolver.slots[0]), None))
     assert entry is not None
-    clock.now = entry[0].refresh_at + 0.01
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    assert await m.get("K") == "v1"  # served at once
-    assert loop.time() - start < 0.04
-    await asyncio.sleep(0.1)
+    clock.now = entry[0].refresh_at + 0.01  # inside the refresh-ahead window, still fresh
+    try:
+        assert await asyncio.wait_for(m.get("K"), HANG_GUARD_S) == "v1"  # served at once
+    except TimeoutError:
+        pytest.fail("the lookup waited for the refresh-ahead load")
+    assert len(m.resolver._background) == 1
+    doc.gate.set()
+    await asyncio.wait_for(asyncio.gather(*m.resolver._background), HANG_GUARD_S)
     assert doc.loads == 2
     assert await m.get("K") == "v2"
     await m.aclose()
@@ -231,6 +349,32 @@ async def test_stale_values_expire_after_max_stale() -> None:
     doc.fail = True
     clock.now += 50
     assert await m.get("K") is None
+
+
+@pytest.mark.parametrize("on_provider_error", ["skip", "raise"])
+async def test_max_stale_is_enforced_by_the_manager_before_the_cache_drops_the_entry(
+    monkeypatch: pytest.MonkeyPatch, on_provider_error: str
+) -> None:
+    """Past fresh_until + max_stale a failing provider's last value is not served, even while
+    the cache still holds the entry (the manager decides, not the cache's TTL)."""
+    monkeypatch.setattr(manager_module.random, "uniform", lambda a, b: a)  # jitter at -10%
+    clock = FakeClock()
+    doc = DocProvider({"K": "v"})
+    m = make(doc, clock=clock, cache_ttl=10, max_stale=30, on_provider_error=on_provider_error)
+    assert await m.get("K") == "v"  # fresh until +9 s, servable stale until +39 s
+    doc.fail = True
+    clock.now += 38  # stale, inside max_stale: the last good value is served
+    assert await m.get("K") == "v"
+    clock.now += 2  # +40 s: past max_stale, before the cache's own expiry at +41 s
+    held = m.resolver.cache.peek((id(m.resolver.slots[0]), None))
+    assert held is not None and held[1] > 0, "the cache no longer holds the entry"
+    if on_provider_error == "skip":
+        assert await m.get("K") is None
+        assert await m.get("K", default="fallback") == "fallback"
+    else:
+        with pytest.raises(ProviderError):
+            await m.get("K")
+    await m.aclose()
 
 
 async def test_failing_provider_is_skipped_with_a_warning(
@@ -312,13 +456,17 @@ async def test_cache_is_bounded_for_absent_keys() -> None:
 
 async def test_explain_reports_provider_cache_and_masked_value() -> None:
     """explain names the answering provider, the cache state, the age and a masked value."""
-    m = make(LiveProvider({}), DocProvider({"LONG": "abcdefghijklmnop", "SHORT": "abc"}))
+    clock = FakeClock()
+    doc = DocProvider({"LONG": "abcdefghijklmnop", "SHORT": "abc"})
+    m = make(LiveProvider({}), doc, clock=clock, cache_ttl=100)
     first = await m.explain("long")
     assert first["provider"] == "doc" and first["cached"] is False
-    assert first["value"] == "ab**********"
+    assert first["value"] == "ab**********" and first["age_s"] == 0
+    clock.now += 7.25
     second = await m.explain("LONG")
     assert second["cached"] is True and second["stale"] is False
-    assert second["age_s"] is not None and second["age_s"] >= 0
+    assert second["age_s"] == 7.25  # seconds since the document was fetched
+    assert doc.loads == 1
     assert (await m.explain("SHORT"))["value"] == "********"
     assert (await m.explain("NOPE"))["provider"] is None
 
@@ -336,7 +484,7 @@ async def test_stats_has_cache_and_provider_counters() -> None:
     await m.get("K")
     await m.get("K")
     stats = m.stats()
-    assert stats["cache"]["hits"] >= 1
+    assert (stats["cache"]["hits"], stats["cache"]["misses"]) == (1, 1)
     assert stats["providers"]["keys"]["calls"] == 1
     assert stats["providers"]["keys"]["errors"] == 0
     assert stats["providers"]["keys"]["avg_latency_ms"] is not None

@@ -189,12 +189,15 @@ def test_lazy_top_level_export() -> None:
 
 
 async def test_load_without_settings_is_a_configuration_error(home: Path) -> None:
-    """A load with no address or token raises ConfigurationError naming what is missing."""
+    """A load with no address or token raises ConfigurationError naming what is missing, also
+    after closing twice (a closed provider reports the same problem, not a closed state)."""
     vault = make(home, {"VAULT_ADDR": ADDR})
     with pytest.raises(ConfigurationError, match="VAULT_TOKEN"):
         await vault.load_document()
     await vault.aclose()
     await vault.aclose()
+    with pytest.raises(ConfigurationError, match="VAULT_TOKEN"):
+        await vault.load_document()
 
 
 async def test_manager_leaves_out_a_partial_vault(
