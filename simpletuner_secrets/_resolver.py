@@ -226,6 +226,10 @@ class Resolver:
                     task.add_done_callback(_consume)
                 elif not task.cancelled():
                     task.exception()
+            # A finished task's repr shows its result: on an error's traceback, this frame's
+            # locals must hold no answer (error trackers record them).
+            tasks.clear()
+            value = task = None
 
     def _provider_failed(self, slot: Slot, exc: ProviderError) -> None:
         if self.closed:

@@ -20,6 +20,10 @@ and looks for them, after the test, in:
   caught by ``pytest.raises`` or not;
 - every warning emitted during the test (that the filters let through: one turned into an
   error by ``filterwarnings = error`` is an exception, reported as such);
+- the locals of every frame of the library on the traceback of every `SecretsError` raised
+  out of the library during the test (and of the exceptions chained to it), as
+  ``traceback.TracebackException(capture_locals=True)`` renders them: what Sentry's default
+  ``include_local_variables`` and ``pytest --showlocals`` record;
 - the ``repr`` of every provider, `SecretsManager`, `SyncSecretsManager` and `TTLCache` the test
   created that is still alive at its end (held by a fixture, a module or the library; the
   audit keeps only weak references, so that garbage collection behaves as without it).
@@ -38,11 +42,13 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+import simpletuner_secrets
 from simpletuner_secrets.cache import TTLCache
 from simpletuner_secrets.errors import SecretsError
 from simpletuner_secrets.keys import KNOWN_KEYS
@@ -64,6 +70,7 @@ MARKER = "leaks_allowed"
 _lock = threading.Lock()
 _registered: set[str] = set()
 _errors: list[str] = []
+_raised: list[BaseException] = []  # held until the test's end, for their tracebacks
 _objects: list[weakref.ref[Any]] = []
 _installed = False
 
@@ -165,7 +172,37 @@ def _track_new(cls: type[Any], *args: Any, **kwargs: Any) -> Any:
 def _record_error(self: SecretsError, *args: Any) -> None:
     with _lock:
         _errors.append(" ".join(str(a) for a in args))
+        _raised.append(self)
     Exception.__init__(self, *args)
+
+
+#: Where the library's frames come from (a test of the audit itself may add a folder).
+PACKAGE_DIRS = [str(Path(simpletuner_secrets.__file__).resolve().parent)]
+
+
+def _frame_local_texts(errors: list[BaseException]) -> Iterator[tuple[str, str]]:
+    """The locals of the library's frames on the tracebacks of ``errors`` (raised ones)."""
+    seen: set[int] = set()
+    for error in errors:
+        tb = error.__traceback__
+        if tb is None:
+            continue  # created, never raised
+        if tb.tb_frame.f_code.co_filename.startswith(tuple(PACKAGE_DIRS)):
+            # Caught inside the library (converted or dropped): no error tracker sees it. One
+            # that reached the caller has the caller's frame first on its traceback.
+            continue
+        summary = traceback.TracebackException.from_exception(error, capture_locals=True)
+        pending = [summary]
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            for frame in current.stack:
+                if frame.locals and frame.filename.startswith(tuple(PACKAGE_DIRS)):
+                    where = f"a local of {frame.name} ({Path(frame.filename).name}:{frame.lineno})"
+                    yield where, "\n".join(f"{k} = {v}" for k, v in frame.locals.items())
+            pending += [c for c in (current.__cause__, current.__context__) if c is not None]
 
 
 def _registering_init(original: Any) -> Any:
@@ -228,6 +265,7 @@ def _leak_audit(request: pytest.FixtureRequest) -> Iterator[None]:
     with _lock:
         _registered.clear()
         _errors.clear()
+        _raised.clear()
         _objects.clear()
     recorder = _Recorder()
     root = logging.getLogger()
@@ -254,6 +292,8 @@ def _leak_audit(request: pytest.FixtureRequest) -> Iterator[None]:
     with _lock:
         secrets = set(_registered)
         errors = list(_errors)
+        raised = list(_raised)
+        _raised.clear()
     warned = [str(seen.message) for seen in caught]
     if node.get_closest_marker(MARKER) is not None:
         return
@@ -265,6 +305,7 @@ def _leak_audit(request: pytest.FixtureRequest) -> Iterator[None]:
     texts += [("the message of a SecretsError", text) for text in errors]
     texts += [("a warning", text) for text in warned]
     texts += list(_object_texts(objects))
+    texts += list(_frame_local_texts(raised))
     leaks = find_leaks(texts, secrets)
     if leaks:
         lines = "\n  ".join(dict.fromkeys(leaks))

@@ -744,7 +744,7 @@ import warnings
 
 import pytest
 
-from simpletuner_secrets.errors import ProviderError
+from simpletuner_secrets.errors import ProviderError, SecretsError
 from simpletuner_secrets.providers.base import SecretProvider
 from simpletuner_secrets.testing import InMemorySecretProvider
 from tests.leak_audit import register_secret
@@ -813,6 +813,26 @@ def test_botocore_debug_is_not_ours():
 @pytest.mark.leaks_allowed
 def test_on_purpose():
     logging.getLogger("app").warning("%s", SECRET)
+
+
+def test_zz_frame_locals_of_a_raised_error():
+    import importlib.util
+    import pathlib
+
+    import tests.leak_audit as audit
+
+    library = pathlib.Path(__file__).with_name("leaky_library.py")
+    library.write_text(
+        "from simpletuner_secrets.errors import SecretsError\\n"
+        "def parse(text):\\n"
+        "    raise SecretsError('the document is malformed')\\n"
+    )
+    audit.PACKAGE_DIRS.append(str(library))  # its frames count as the library's
+    spec = importlib.util.spec_from_file_location("leaky_library", library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SecretsError):
+        module.parse("prefix " + SECRET)
 """
 
 LEAKY_EXPECTED = {
@@ -823,6 +843,7 @@ LEAKY_EXPECTED = {
     "test_warning": "a warning",
     "test_repr_of_a_provider_kept_alive": "the repr of a Chatty",
     "test_value_of_an_in_memory_provider": "a WARNING log record of 'app'",
+    "test_zz_frame_locals_of_a_raised_error": "a local of parse",
 }
 
 
@@ -862,7 +883,7 @@ def test_leak_audit_fails_leaky_tests_in_a_real_pytest_run(tmp_path: Path) -> No
     for name in ("test_clean", "test_botocore_debug_is_not_ours", "test_on_purpose"):
         assert re.search(rf"^PASSED \S*::{name}$", out, re.MULTILINE), name
         assert not re.search(rf"^ERROR \S*::{name} ", out, re.MULTILINE), name
-    assert f"10 passed, 1 warning, {len(LEAKY_EXPECTED)} errors" in out, out
+    assert f"11 passed, 1 warning, {len(LEAKY_EXPECTED)} errors" in out, out
     # The audit masks what it found: the canary shows only in the warnings summary, which
     # is pytest's own report of the (leaky) warning.
     assert "hf... (26 characters)" in out
