@@ -156,14 +156,17 @@ async def check_all_outcomes(
         assert times["stale"] >= fault.min_s, times
         if fault.fast:
             assert times["stale"] < 0.5
-        # The failed refresh backs off (at least 0.5 s): the next lookups get the stale value
-        # without asking the back-end again (a wide bound guards against a hang).
+        # The failed refresh backs off: the next lookups get the stale value without asking the
+        # back-end on each one. The first backoff (0.5-1 s) may already be over when the slower
+        # cold managers finish, so one retry may be due; it fails and backs off for at least
+        # 1 s more. Without a backoff every lookup would ask. A wide bound guards against a hang.
         calls = managers["stale"].stats()["providers"][label]["calls"]
         for _ in range(3):
             watch = Stopwatch()
             assert await managers["stale"].get(KEY) == value
-            assert watch.elapsed < TIMEOUT
-        assert managers["stale"].stats()["providers"][label]["calls"] == calls, "no backoff"
+            assert watch.elapsed < TIMEOUT + MARGIN
+        retries = managers["stale"].stats()["providers"][label]["calls"] - calls
+        assert retries <= 1, f"no backoff: {retries} back-end calls for 3 stale lookups"
         explained = await managers["stale"].explain(KEY)
         assert explained["provider"] == label and explained["stale"] is True
     finally:
