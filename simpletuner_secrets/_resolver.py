@@ -207,12 +207,13 @@ class Resolver:
     async def resolve(self, nkey: str) -> str | None:
         """Ask every provider at once; answer in priority order as soon as it is decided."""
         tasks: list[asyncio.Task[str | None]] = []
+        value: str | None = None
         try:
             for slot in self.slots:
                 tasks.append(asyncio.ensure_future(self.ask(slot, nkey)))
-            for slot, task in zip(self.slots, tasks, strict=True):
+            for slot, asking in zip(self.slots, tasks, strict=True):
                 try:
-                    value = await task
+                    value = await asking
                 except ProviderError as exc:
                     self._provider_failed(slot, exc)
                     continue
@@ -229,7 +230,7 @@ class Resolver:
             # A finished task's repr shows its result: on an error's traceback, this frame's
             # locals must hold no answer (error trackers record them).
             tasks.clear()
-            value = task = None
+            value = asking = task = None  # type: ignore[assignment]
 
     def _provider_failed(self, slot: Slot, exc: ProviderError) -> None:
         if self.closed:
@@ -417,6 +418,9 @@ class Resolver:
         """Cache counters and, per provider, calls, errors, timeouts and latency."""
         cache = self.cache.stats()
         cache["hits"] += self.fast_hits
+        # The settings the user gave, not the cache's internal lifetime (freshness + stale).
+        cache["default_ttl"] = self.policy.ttl
+        cache["max_stale"] = self.policy.max_stale
         return {
             "cache": cache,
             "providers": {s.name: s.stats.snapshot() for s in self.slots},

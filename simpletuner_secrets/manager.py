@@ -13,9 +13,9 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
 from ._chain import default_chain
@@ -191,6 +191,13 @@ class SecretsManager:
 
     # -- lookups ---------------------------------------------------------------------
 
+    @overload
+    async def get(self, key: str) -> str | None: ...
+    @overload
+    async def get(self, key: str, default: str) -> str: ...
+    @overload
+    async def get(self, key: str, default: str | None) -> str | None: ...
+
     async def get(self, key: str, default: str | None = None) -> str | None:
         """Return the value of the highest-priority provider that has ``key``.
 
@@ -297,18 +304,34 @@ class SecretsManager:
             ValueError: The key or value is empty.
             SecretFileError: The file could not be written.
         """
-        if self.closed:
-            raise SecretsError("this SecretsManager is closed")
-        _require_asyncio()
-        nkey = normalize_key(key)
-        writer = self._file_provider()
-        await writer.set(nkey, value)
+        # The value leaves this frame's locals before anything can raise: error trackers and
+        # `capture_locals` tracebacks record every local of every frame an error passes.
+        box = [value]
+        del value
+        try:
+            if self.closed:
+                raise SecretsError("this SecretsManager is closed")
+            _require_asyncio()
+            nkey = normalize_key(key)
+            writer = self._file_provider()
+        except BaseException:
+            box.clear()
+            raise
+        await writer.set(nkey, box.pop())
         self.resolver.forget(nkey)
         self._warn_if_shadowed(nkey)
 
-    async def set_replicate_token(self, token: str) -> None:
-        """Write ``REPLICATE_API_TOKEN`` to the secrets file."""
-        await self.set_secret(REPLICATE_API_TOKEN, token)
+    def set_replicate_token(self, token: str) -> Awaitable[None]:
+        """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
+
+        A plain function returning `set_secret`'s coroutine: no frame of its own holds the
+        token while the write runs.
+        """
+        return self.set_secret(REPLICATE_API_TOKEN, token)
+
+    def set_hf_token(self, token: str) -> Awaitable[None]:
+        """Write ``HF_TOKEN`` to the secrets file (await it; see `set_replicate_token`)."""
+        return self.set_secret(HF_TOKEN, token)
 
     async def delete_secret(self, key: str) -> bool:
         """Remove ``key`` from the secrets file.
@@ -443,6 +466,11 @@ class SecretsManager:
                 self._close_done.set_result(None)
 
     async def __aenter__(self) -> SecretsManager:
+        if self.closed:
+            raise SecretsError(
+                "this SecretsManager is closed; build a new one (or, for the process-wide one, "
+                "call get_secrets_manager() again)"
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -479,12 +507,15 @@ _fork.after_fork(_new_instance_lock)
 
 
 def get_secrets_manager() -> SecretsManager:
-    """Return the process-wide manager, creating it once (thread-safe)."""
+    """Return the process-wide manager, creating it once (thread-safe), or again once the
+    installed one is closed."""
     global _instance
     manager = _instance
-    if manager is None:
+    if manager is None or manager.closed:
         with _instance_lock:
-            if _instance is None:
+            if _instance is None or _instance.closed:
+                # A closed process-wide manager (its app shut down, `aclose()` called) is
+                # replaced rather than handed out to fail every call.
                 _instance = SecretsManager()
             manager = _instance
     return manager

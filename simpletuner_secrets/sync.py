@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError as FuturesCancelled
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _fork
 from ._flight import blocked_loops
@@ -99,6 +99,13 @@ class SyncSecretsManager:
             except FuturesCancelled:
                 raise SecretsError("this SecretsManager was closed during the call") from None
 
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+    @overload
+    def get(self, key: str, default: str | None) -> str | None: ...
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """Blocking `SecretsManager.get`."""
         manager = self._manager
@@ -129,11 +136,31 @@ class SyncSecretsManager:
 
     def set_secret(self, key: str, value: str) -> None:
         """Blocking `SecretsManager.set_secret`."""
-        self._run(lambda: self._manager.set_secret(key, value))
+        box = [value]  # handed on without staying in this frame's locals (see `_write`)
+        del value
+        self._write(lambda secret: self._manager.set_secret(key, secret), box.pop())
+
+    def _write(self, write: Callable[[str], Awaitable[None]], value: str) -> None:
+        # The value is handed over in a box emptied as the write starts, or on failure: no
+        # frame an error passes keeps it in its locals (error trackers record them).
+        box = [value]
+        del value
+        try:
+            self._run(lambda: write(box.pop()))
+        finally:
+            box.clear()
 
     def set_replicate_token(self, token: str) -> None:
         """Blocking `SecretsManager.set_replicate_token`."""
-        self._run(lambda: self._manager.set_replicate_token(token))
+        box = [token]  # handed on without staying in this frame's locals (see `_write`)
+        del token
+        self._write(self._manager.set_replicate_token, box.pop())
+
+    def set_hf_token(self, token: str) -> None:
+        """Blocking `SecretsManager.set_hf_token`."""
+        box = [token]  # handed on without staying in this frame's locals (see `_write`)
+        del token
+        self._write(self._manager.set_hf_token, box.pop())
 
     def delete_secret(self, key: str) -> bool:
         """Blocking `SecretsManager.delete_secret`."""
