@@ -1,13 +1,28 @@
-"""What the built-in providers share: one settings rule, URL masking, and warn-once state."""
+"""What the built-in providers share: one settings rule, URL masking, warn-once state, a
+masked holder for tokens, and bounded reads of small files."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import stat
 import threading
 from collections.abc import Hashable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["WarnOnce", "display_url", "first_setting", "mask_url", "setting", "text_setting"]
+__all__ = [
+    "Masked",
+    "WarnOnce",
+    "display_url",
+    "first_setting",
+    "is_loopback_host",
+    "mask_url",
+    "read_regular_file",
+    "setting",
+    "text_setting",
+]
 
 
 def text_setting(value: Any) -> str | None:
@@ -85,3 +100,81 @@ class WarnOnce:
         """Forget ``marker``: the condition ended, so its next occurrence is reported again."""
         with self._lock:
             self._seen.discard(marker)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a URL's hostname) is this machine: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or ``localhost`` (and names under ``.localhost``, RFC 6761)."""
+    if not host:
+        return False
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+class Masked:
+    """A secret string that no repr, str, ``vars()``, frame-locals capture, pickle or copy
+    shows: the value sits in a slot and leaves only through `reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("a masked secret cannot be pickled")
+
+    def __copy__(self) -> Masked:
+        return self  # immutable: a copy would only be a second place holding the value
+
+    def __deepcopy__(self, memo: object) -> Masked:
+        return self
+
+
+def read_regular_file(path: Path, max_size: int) -> tuple[bytes, os.stat_result]:
+    """Read a small file without ever blocking on what the path turned out to be.
+
+    The open is non-blocking (a FIFO cannot hang it), the opened file must be regular
+    (``fstat``, so a symlink to ``/dev/zero`` or a device is refused), and at most
+    ``max_size`` bytes are read.
+
+    Returns:
+        The content and the opened file's status (for permission checks).
+
+    Raises:
+        FileNotFoundError: Nothing is there (also NotADirectoryError for a path through a file).
+        ValueError: Not a regular file, or larger than ``max_size``; the message says which.
+        OSError: It cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("is not a regular file")
+        if status.st_size > max_size:
+            raise ValueError(f"is larger than {max_size} bytes")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        raw = handle.read(max_size + 1)
+    if len(raw) > max_size:
+        raise ValueError(f"is larger than {max_size} bytes")
+    return raw, status

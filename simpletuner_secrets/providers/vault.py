@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ import anyio.to_thread
 
 from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
-from ._common import WarnOnce, display_url, first_setting, text_setting
+from ._common import (
+    Masked,
+    WarnOnce,
+    display_url,
+    first_setting,
+    is_loopback_host,
+    read_regular_file,
+    text_setting,
+)
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["HashiCorpVaultProvider"]
@@ -32,6 +41,8 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'simpletuner-secrets[vault]'"
 DEFAULT_PATH = "simpletuner"
 DEFAULT_MOUNT = "secret"
+#: A token file larger than this is not a token file.
+TOKEN_FILE_LIMIT = 65_536
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
 # hvac raises one exception class per HTTP status; messages name the status, not hvac's text.
@@ -69,10 +80,7 @@ def _import_hvac() -> Any:
     return hvac
 
 
-def _parse_verify(value: Any) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip()
+def _parse_verify(text: str) -> bool | str:
     if text.lower() in _TRUE:
         return True
     if text.lower() in _FALSE:
@@ -141,8 +149,15 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     ``vault_mount_point``, ``vault_namespace``, ``vault_verify``, ``vault_kv_version``), which
     wins over the environment (``VAULT_ADDR``, ``VAULT_TOKEN`` then ``~/.vault-token``,
     ``SIMPLETUNER_VAULT_PATH``, ``SIMPLETUNER_VAULT_MOUNT``, ``VAULT_NAMESPACE``,
-    ``VAULT_SKIP_VERIFY``, ``VAULT_CACERT``, ``VAULT_CAPATH``). A truthy ``VAULT_SKIP_VERIFY``
-    wins over a CA setting, as with the vault CLI.
+    ``VAULT_SKIP_VERIFY``, ``VAULT_CACERT``, ``VAULT_CAPATH``). Blank counts as unset at every
+    level, ``verify`` included (so a blank verify keeps verification on). A truthy
+    ``VAULT_SKIP_VERIFY`` wins over a CA setting, as with the vault CLI.
+
+    ``~/.vault-token`` is read only when it is a regular file of at most 64 KiB (opened
+    without blocking, so a FIFO cannot hang the constructor); one readable by group or others
+    is used with a WARNING naming it. An ``http://`` address that is not loopback logs one
+    WARNING when a token is set: the token would cross the network in clear. The token is
+    kept masked: no repr, ``vars()`` or captured frame locals of the library show it.
 
     One hvac client is created on first use, in a worker thread, and reused by every call
     from any event loop; `aclose` closes it (a later lookup opens a new one).
@@ -163,7 +178,8 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     Raises:
         ImportError: hvac is not installed (the message names the ``[vault]`` extra).
         ConfigurationError: A setting is invalid (an address that is not http(s), a
-            ``kv_version`` other than 1 or 2, an empty path).
+            ``kv_version`` other than 1 or 2, an empty path, a token file that is not a
+            small regular file).
     """
 
     name = "vault"
@@ -182,12 +198,46 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__()
+        try:
+            self._settle(
+                url=url,
+                token=token,
+                path=path,
+                mount_point=mount_point,
+                namespace=namespace,
+                verify=verify,
+                kv_version=kv_version,
+                timeout=timeout,
+                cfg=config or {},
+                env=os.environ if environ is None else environ,
+            )
+        except (ImportError, ConfigurationError, ValueError) as exc:
+            # Dropping the traceback drops the frames that held the settings.
+            error = exc.with_traceback(None)
+        else:
+            return
+        # Raised from this frame without the token, the config or the environment among its
+        # locals: a frame-locals capture (Sentry, pytest --showlocals) would print them.
+        del token, config, environ
+        raise error
+
+    def _settle(
+        self,
+        *,
+        url: str | None,
+        token: str | None,
+        path: str | None,
+        mount_point: str | None,
+        namespace: str | None,
+        verify: bool | str | None,
+        kv_version: int | None,
+        timeout: float,
+        cfg: Mapping[str, Any],
+        env: Mapping[str, str],
+    ) -> None:
         if not _hvac_installed():
             raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}")
-        super().__init__()
-        cfg: Mapping[str, Any] = config or {}
-        env: Mapping[str, str] = os.environ if environ is None else environ
-
         url = first_setting(url, cfg.get("vault_url"), env.get("VAULT_ADDR"))
         if url is not None:
             if urlsplit(url).scheme not in ("http", "https"):
@@ -196,9 +246,8 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 )
             url = url.rstrip("/")
         self.url = url
-        self._token = first_setting(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
-        if self._token is None:
-            self._token = self._token_from_file(env)
+        given = first_setting(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
+        self._token = Masked(given) if given is not None else self._token_from_file(env)
         self.path = (
             first_setting(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH"))
             or DEFAULT_PATH
@@ -223,6 +272,14 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._warned = WarnOnce()
+        if url is not None and self._token is not None:
+            parts = urlsplit(url)
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                logger.warning(
+                    "vault: the address %s is plain http://: the token and every secret "
+                    "cross the network unencrypted; use https://",
+                    display_url(url),
+                )
 
     @classmethod
     def from_settings(
@@ -253,22 +310,48 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     # -- settings ----------------------------------------------------------------------
 
     @staticmethod
-    def _token_from_file(env: Mapping[str, str]) -> str | None:
+    def _token_from_file(env: Mapping[str, str]) -> Masked | None:
         home = text_setting(env.get("HOME"))
         token_file = (Path(home) if home is not None else Path.home()) / ".vault-token"
+        problem = ""
+        token: str | None = None
         try:
-            return text_setting(token_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
+            raw, status = read_regular_file(token_file, TOKEN_FILE_LIMIT)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except ValueError as exc:
+            problem = str(exc)  # not a regular file, or too large
+        except OSError as exc:
+            problem = f"cannot be read ({type(exc).__name__})"
+        if not problem:
+            try:
+                token = text_setting(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                problem = "is not UTF-8 text"
+        if problem:
+            raise ConfigurationError(f"vault: the token file {token_file} {problem}; refused")
+        if token is None:
+            return None
+        if status.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning(
+                "vault: the token file %s can be read or changed by group or others "
+                "(mode %04o); make it 0600",
+                token_file,
+                stat.S_IMODE(status.st_mode),
+            )
+        return Masked(token)
 
     @staticmethod
     def _resolve_verify(
         verify: bool | str | None, cfg: Mapping[str, Any], env: Mapping[str, str]
     ) -> bool | str:
-        if verify is not None:
-            return _parse_verify(verify)
-        if cfg.get("vault_verify") is not None:
-            return _parse_verify(cfg["vault_verify"])
+        # Blank means unset here too: requests reads verify="" as False, verification off.
+        for value in (verify, cfg.get("vault_verify")):
+            if isinstance(value, bool):
+                return value
+            text = text_setting(value)
+            if text is not None:
+                return _parse_verify(text)
         if (text_setting(env.get("VAULT_SKIP_VERIFY")) or "").lower() in _TRUE:
             return False
         ca = first_setting(env.get("VAULT_CACERT"), env.get("VAULT_CAPATH"))
@@ -347,7 +430,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                     hvac = _import_hvac()
                     client = hvac.Client(
                         url=self.url,
-                        token=self._token,
+                        token=self._token.reveal() if self._token is not None else "",
                         namespace=self.namespace,
                         verify=self.verify,
                         timeout=self.timeout,
