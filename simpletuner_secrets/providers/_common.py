@@ -1,5 +1,6 @@
 """What the built-in providers share: one settings rule, URL masking, warn-once state, a
-masked holder for tokens, and bounded reads of small files."""
+masked holder for tokens, bounded reads of small files, and the conversion of a parsed
+document that reports a malformed one instead of raising."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from ..errors import ProviderError
+from .base import document_from_mapping
+
 __all__ = [
     "Masked",
     "WarnOnce",
+    "convert_document",
     "display_url",
     "first_setting",
     "is_loopback_host",
@@ -178,3 +183,24 @@ def read_regular_file(path: Path, max_size: int) -> tuple[bytes, os.stat_result]
     if len(raw) > max_size:
         raise ValueError(f"is larger than {max_size} bytes")
     return raw, status
+
+
+def convert_document(data: Any, *, provider: str, source: str) -> tuple[dict[str, str] | None, str]:
+    """`document_from_mapping` that reports a malformed document instead of raising.
+
+    An exception raised while ``data`` is a local of some frame carries the whole document
+    on its traceback (`traceback.TracebackException(capture_locals=True)`, Sentry and
+    ``pytest --showlocals`` print every local). This returns the message, so that the caller
+    can drop its own reference to the document and raise from a frame that holds none.
+
+    Returns:
+        ``(document, "")``, or ``(None, message)`` when ``data`` is not a valid document.
+    """
+    try:
+        return document_from_mapping(data, provider=provider, source=source), ""
+    except ProviderError as exc:
+        problem = str(exc)
+    except (ValueError, RecursionError):
+        # An integer too long to print as decimal text (Python's 4300-digit limit), say.
+        problem = f"{provider}: {source} holds a value that cannot be read as text"
+    return None, problem

@@ -1,12 +1,16 @@
 """HashiCorpVaultProvider: one KV secret (v2 or v1) from HashiCorp Vault or OpenBao, via hvac.
 
 hvac blocks, so every hvac call, client creation and the hvac import included, runs in a
-worker thread; the event loop only waits.
+worker thread, and so does everything done with an answer (its JSON parsed, its values
+turned into text): the event loop only waits. Redirects are never followed, since the token
+header would go along to wherever they point.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import os
 import stat
@@ -25,13 +29,14 @@ from ..errors import ConfigurationError, ProviderError
 from ._common import (
     Masked,
     WarnOnce,
+    convert_document,
     display_url,
     first_setting,
     is_loopback_host,
     read_regular_file,
     text_setting,
 )
-from .base import DocumentSecretProvider, LeftOut, document_from_mapping
+from .base import DocumentSecretProvider, LeftOut
 
 __all__ = ["HashiCorpVaultProvider"]
 
@@ -41,8 +46,13 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'simpletuner-secrets[vault]'"
 DEFAULT_PATH = "simpletuner"
 DEFAULT_MOUNT = "secret"
+#: Larger answers are refused (like the file provider's max_file_size).
+DEFAULT_MAX_DOCUMENT_SIZE = 1_048_576
 #: A token file larger than this is not a token file.
 TOKEN_FILE_LIMIT = 65_536
+#: How much of an error answer is read (to tell a missing mount from a missing secret).
+_ERROR_BODY_LIMIT = 65_536
+_CHUNK = 65_536
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
 # hvac raises one exception class per HTTP status; messages name the status, not hvac's text.
@@ -57,6 +67,7 @@ _STATUS = {
     "BadGateway": 502,
     "VaultDown": 503,
 }
+_STATUS_NAMES = {status: name for name, status in _STATUS.items()}
 
 # hvac calls get limiters of their own (see _threads), so a slow Vault cannot exhaust anyio's
 # default thread pool, nor the file provider's.
@@ -102,33 +113,146 @@ def _no_route(exc: Exception) -> bool:
     return any("no handler for route" in str(error) for error in errors)
 
 
+@functools.cache
+def _session_type() -> Any:
+    """The requests session hvac gets: it never follows a redirect. Built on first use, in a
+    worker thread (requests imports slowly)."""
+    import requests
+
+    class NoRedirectSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.max_redirects = 0
+
+        def get_redirect_target(self, resp: requests.Response) -> None:
+            # Never follow, whatever allow_redirects says: X-Vault-Token would go along to
+            # wherever the redirect points (https to plain http included).
+            return None
+
+    return NoRedirectSession
+
+
+# -- one request -------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class _Refusal:
-    """What a failed hvac request tells us, without hvac's exception.
+    """What a failed request tells us, without hvac's or requests' exception.
 
     hvac's errors carry the server's answer, which can be an error page echoing the request
     (the token header included): the provider's own errors are raised outside any handler of
     them, so that not even ``__context__`` holds one.
     """
 
-    name: str  # the exception's class name (``Forbidden``, ``ConnectionError``, ...)
-    not_found: bool  # HTTP 404
-    forbidden: bool  # HTTP 403
-    no_route: bool  # a 404 saying that no mount serves the path
+    name: str  # the exception's class name (``ConnectionError``...) or the status's hvac name
+    status: int | None = None  # the HTTP status, when there was an answer
+    no_route: bool = False  # a 404 saying that no mount serves the path
+    detail: str = ""  # the whole cause, when the name alone does not tell it
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status == 403
 
 
-def _request(client: Any, hvac: Any, source: str) -> tuple[Any, _Refusal | None]:
-    """GET ``/v1/<source>``: the response body, or what the failure was."""
+def _refusal_of(exc: Exception) -> _Refusal:
+    name = type(exc).__name__
+    return _Refusal(name, _STATUS.get(name), no_route=_no_route(exc))
+
+
+def _too_large(limit: int) -> _Refusal:
+    return _Refusal(
+        "TooLarge", detail=f"the answer is larger than max_document_size ({limit} bytes)"
+    )
+
+
+def _fetch(client: Any, source: str, timeout: float, limit: int) -> bytes | _Refusal:
+    """GET ``/v1/<source>``: the body of a 2xx answer (at most ``limit`` bytes), or what the
+    failure was. What the server or the network does never raises here."""
+    refusal: _Refusal | None = None
     try:
-        return client.adapter.get(f"/v1/{quote(source)}"), None
-    except Exception as exc:
-        refusal = _Refusal(
-            name=type(exc).__name__,
-            not_found=isinstance(exc, hvac.exceptions.InvalidPath),
-            forbidden=isinstance(exc, hvac.exceptions.Forbidden),
-            no_route=_no_route(exc),
+        response = client.adapter.get(
+            f"/v1/{quote(source)}", stream=True, raise_exception=False, timeout=timeout
         )
-    return None, refusal
+    except Exception as exc:
+        refusal = _refusal_of(exc)
+    if refusal is not None:
+        return refusal
+    try:
+        return _answer(response, limit)
+    finally:
+        response.close()
+
+
+def _answer(response: Any, limit: int) -> bytes | _Refusal:
+    status = int(response.status_code)
+    if 300 <= status < 400:
+        where = display_url(str(response.headers.get("Location") or "?"))[:200]
+        detail = (
+            f"HTTP {status} redirect to {where}; redirects are never followed "
+            "(the token would go along)"
+        )
+        return _Refusal("Redirect", status, detail=detail)
+    if 200 <= status < 300:
+        return _read_body(response, limit)
+    no_route = False
+    if status == 404:
+        body = _read_body(response, _ERROR_BODY_LIMIT)
+        no_route = isinstance(body, bytes) and b"no handler for route" in body
+    return _Refusal(_STATUS_NAMES.get(status, "HTTPError"), status, no_route=no_route)
+
+
+def _read_body(response: Any, limit: int) -> bytes | _Refusal:
+    declared = str(response.headers.get("Content-Length") or "")
+    if declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    failure = ""
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                return _too_large(limit)
+            chunks.append(chunk)
+    except Exception as exc:
+        failure = type(exc).__name__
+    if failure:
+        return _Refusal(failure)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes, source: str, levels: int) -> tuple[Any, str]:
+    """The answer's JSON, ``levels`` ``data`` fields deep, or ``(None, problem)``; the problem
+    says what is wrong without quoting the answer."""
+    problem = ""
+    try:
+        answer = json.loads(body)
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except (ValueError, RecursionError):
+        problem = "not JSON that can be read"
+    if problem:
+        return None, f"vault: unexpected response for {source}: {problem}"
+    for _ in range(levels):
+        if not isinstance(answer, Mapping) or "data" not in answer:
+            kind = type(answer).__name__
+            return None, f"vault: unexpected response for {source}: {kind} without 'data'"
+        answer = answer["data"]
+    return answer, ""
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What one read of the secret came to. It never holds the answer's text: an error about
+    a malformed answer is raised from a frame that holds no value."""
+
+    document: dict[str, str] | None = None  # the secret, converted
+    refusal: _Refusal | None = None  # the request failed
+    problem: str = ""  # the answer is malformed: what is wrong, never a value
 
 
 class HashiCorpVaultProvider(DocumentSecretProvider):
@@ -160,7 +284,8 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     kept masked: no repr, ``vars()`` or captured frame locals of the library show it.
 
     One hvac client is created on first use, in a worker thread, and reused by every call
-    from any event loop; `aclose` closes it (a later lookup opens a new one).
+    from any event loop; `aclose` closes it (a later lookup opens a new one). Redirects are
+    never followed: a 3xx answer raises `ProviderError` naming where it pointed.
 
     Args:
         url: The Vault address, ``http(s)://host:port``.
@@ -171,6 +296,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         verify: TLS verification: True, False, or a CA bundle path.
         kv_version: 1 or 2 to skip the version detection.
         timeout: Seconds hvac waits for one request.
+        max_document_size: Larger answers are refused with `ProviderError` (default 1 MiB).
         config: Settings by config key (see above).
         environ: The environment to read settings from (defaults to ``os.environ``); its
             ``HOME``, when present, locates ``~/.vault-token``.
@@ -180,6 +306,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         ConfigurationError: A setting is invalid (an address that is not http(s), a
             ``kv_version`` other than 1 or 2, an empty path, a token file that is not a
             small regular file).
+        ValueError: ``max_document_size`` is not positive.
     """
 
     name = "vault"
@@ -195,6 +322,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         verify: bool | str | None = None,
         kv_version: int | None = None,
         timeout: float = 10.0,
+        max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -209,6 +337,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 verify=verify,
                 kv_version=kv_version,
                 timeout=timeout,
+                max_document_size=max_document_size,
                 cfg=config or {},
                 env=os.environ if environ is None else environ,
             )
@@ -233,11 +362,14 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         verify: bool | str | None,
         kv_version: int | None,
         timeout: float,
+        max_document_size: int,
         cfg: Mapping[str, Any],
         env: Mapping[str, str],
     ) -> None:
         if not _hvac_installed():
             raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}")
+        if max_document_size <= 0:
+            raise ValueError("vault: max_document_size must be positive")
         url = first_setting(url, cfg.get("vault_url"), env.get("VAULT_ADDR"))
         if url is not None:
             if urlsplit(url).scheme not in ("http", "https"):
@@ -269,6 +401,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         )
         self._kv_version = self._explicit_kv_version
         self.timeout = timeout
+        self.max_document_size = max_document_size
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._warned = WarnOnce()
@@ -392,13 +525,17 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     async def load_document(self) -> Mapping[str, str]:
         """Read the secret from Vault in a worker thread, with no caching.
 
+        The answer is parsed and converted in that thread too, so a large document does not
+        stall the event loop.
+
         Returns:
             The normalized document; empty when the secret does not exist.
 
         Raises:
             ConfigurationError: The address or the token is missing.
-            ProviderError: Vault refused (403 and other errors), could not be reached, has
-                no such mount, or sent something that is not a secret.
+            ProviderError: Vault refused (403 and other errors), could not be reached,
+                redirected, has no such mount, or sent something that is not a secret or is
+                larger than ``max_document_size``.
         """
         missing = self.missing_settings()
         if missing:
@@ -406,10 +543,10 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         # abandon_on_cancel: a caller's timeout (the manager's provider_timeout) ends the wait
         # at once; the thread finishes on its own, within `timeout`, holding a slot of this
         # module's limiter rather than of anyio's default pool.
-        data, source = await anyio.to_thread.run_sync(
+        document, source = await anyio.to_thread.run_sync(
             self._load_blocking, abandon_on_cancel=True, limiter=_HVAC.current()
         )
-        if data is None:
+        if document is None:
             if self._warned.first("missing"):
                 logger.warning(
                     "vault: no secret at %s on %s; using an empty document",
@@ -417,7 +554,6 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                     display_url(self.url or ""),
                 )
             return {}
-        document = document_from_mapping(data, provider=self.name, source=source)
         self._warned.clear("missing")
         return document
 
@@ -428,68 +564,95 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 client = self._client
                 if client is None:
                     hvac = _import_hvac()
+                    session = _session_type()()
+                    session.verify = self.verify
                     client = hvac.Client(
                         url=self.url,
                         token=self._token.reveal() if self._token is not None else "",
                         namespace=self.namespace,
                         verify=self.verify,
                         timeout=self.timeout,
+                        allow_redirects=False,
+                        session=session,
+                        # The plain adapter: hvac's JSON one would read and parse a whole
+                        # answer before its size is known.
+                        adapter=hvac.adapters.RawAdapter,
                     )
                     self._client = client
         return client
 
-    def _load_blocking(self) -> tuple[Any, str]:
+    def _load_blocking(self) -> tuple[dict[str, str] | None, str]:
         """Read the secret (detecting the KV version if needed); runs in a worker thread.
 
         Returns:
-            The secret's data (None when the secret does not exist) and its API path.
+            The converted document (None when the secret does not exist) and its API path.
         """
-        hvac = _import_hvac()
         client = self._client_or_create()
         version = self._kv_version
         if version != 1:
             source = f"{self.mount_point}/data/{self.path}"
-            body, refusal = _request(client, hvac, source)
-            if refusal is None:
+            read = self._read(client, source, levels=2)
+            if read.refusal is None:
                 self._kv_version = 2
-                data = self._field(self._field(body, source), source)
+                if read.problem:
+                    raise ProviderError(read.problem, provider=self.name)
                 # None: the latest version was deleted or destroyed, so no secret is there now.
-                return data, source
+                return read.document, source
+            refusal = read.refusal
             if not refusal.not_found:
                 hint = ""
-                if version is None and _STATUS.get(refusal.name) == 403:
+                if version is None and refusal.forbidden:
                     hint = (
                         f"; no KV v1 fallback after a 403: if {self.mount_point!r} is a KV v1"
                         " mount, set kv_version=1"
                     )
-                raise self._failure(refusal.name, source, hint)
+                raise self._failure(refusal, source, hint)
             if refusal.no_route:
                 raise self._mount_missing(f"HTTP 404 on {source}")
             if version is None:
-                version = self._detect_version(client, hvac)
+                version = self._detect_version(client)
             if version == 2:
                 return None, source
         source = f"{self.mount_point}/{self.path}"
-        body, refusal = _request(client, hvac, source)
-        if refusal is None:
-            return self._field(body, source), source
-        if not refusal.not_found:
-            raise self._failure(refusal.name, source)
-        if refusal.no_route:
+        read = self._read(client, source, levels=1)
+        if read.refusal is None:
+            if read.problem:
+                raise ProviderError(read.problem, provider=self.name)
+            return read.document, source
+        if not read.refusal.not_found:
+            raise self._failure(read.refusal, source)
+        if read.refusal.no_route:
             raise self._mount_missing(f"HTTP 404 on {source}")
         return None, source
 
-    def _detect_version(self, client: Any, hvac: Any) -> int:
+    def _read(self, client: Any, source: str, *, levels: int) -> _Read:
+        """Fetch, parse and convert the secret at ``source``. Never raises for what the
+        answer holds: the answer's text and its parsed form end with this frame."""
+        body = _fetch(client, source, self.timeout, self.max_document_size)
+        if isinstance(body, _Refusal):
+            return _Read(refusal=body)
+        data, problem = _decode(body, source, levels)
+        if problem:
+            return _Read(problem=problem)
+        if data is None:
+            return _Read()
+        document, problem = convert_document(data, provider=self.name, source=source)
+        return _Read(document=document, problem=problem)
+
+    def _detect_version(self, client: Any) -> int:
         """Ask Vault for the mount's KV version after a 404 on the v2 path, and remember it."""
         source = f"sys/internal/ui/mounts/{self.mount_point}"
-        body, refusal = _request(client, hvac, source)
-        if refusal is not None:
+        body = _fetch(client, source, self.timeout, _ERROR_BODY_LIMIT)
+        if isinstance(body, _Refusal):
+            refusal = body
             if refusal.forbidden or refusal.not_found:
                 # The data path answered 404, so the token may use the mount: a refusal here
                 # means that no such mount exists.
                 raise self._mount_missing(f"{refusal.name} on {source}")
-            raise self._failure(refusal.name, source)
-        info = self._field(body, source)
+            raise self._failure(refusal, source)
+        info, problem = _decode(body, source, 1)
+        if problem:
+            raise ProviderError(problem, provider=self.name)
         if not isinstance(info, Mapping):
             raise ProviderError(
                 f"vault: unexpected response for {source}: 'data' is a {type(info).__name__}",
@@ -500,14 +663,6 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self._kv_version = 2 if info.get("type") == "kv" and version == "2" else 1
         return self._kv_version
 
-    def _field(self, body: Any, source: str) -> Any:
-        if not isinstance(body, Mapping) or "data" not in body:
-            raise ProviderError(
-                f"vault: unexpected response for {source}: {type(body).__name__} without 'data'",
-                provider=self.name,
-            )
-        return body["data"]
-
     def _mount_missing(self, cause: str) -> ProviderError:
         self._kv_version = self._explicit_kv_version
         return ProviderError(
@@ -516,10 +671,14 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             provider=self.name,
         )
 
-    def _failure(self, name: str, source: str, hint: str = "") -> ProviderError:
-        status = _STATUS.get(name)
-        cause = f"{name} (HTTP {status})" if status is not None else name
-        if "SSL" in name:
+    def _failure(self, refusal: _Refusal, source: str, hint: str = "") -> ProviderError:
+        if refusal.detail:
+            cause = refusal.detail
+        elif refusal.status is not None:
+            cause = f"{refusal.name} (HTTP {refusal.status})"
+        else:
+            cause = refusal.name
+        if "SSL" in refusal.name:
             hint = f"{hint}; TLS verification failed: set VAULT_CACERT to the server's CA"
         return ProviderError(
             f"vault: reading {source} from {display_url(self.url or '')} failed: {cause}{hint}",

@@ -1,28 +1,39 @@
-"""Vault hardening (issue 12): settings, on a real OpenBao server or without one.
+"""Vault hardening (issue 12), each case on a real OpenBao server or a loopback stub of it.
 
-A blank ``verify`` keeps TLS verification on; plain-http addresses and loose token files are
-warned about, and the token is stored masked; ``~/.vault-token`` is read only when it is a
-small regular file. Whatever can hang runs in a subprocess or under a hard timeout.
+Redirects are never followed with the token; a blank ``verify`` keeps TLS verification on;
+plain-http addresses and loose token files are warned about, and the token is stored masked;
+``~/.vault-token`` is read only when it is a small regular file; documents are converted off
+the event loop and refused over ``max_document_size``; errors about malformed documents are
+raised from frames that hold no value. Whatever can hang runs in a subprocess or under a
+hard timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import http.server
+import json
 import logging
 import os
 import pickle
 import secrets
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from simpletuner_secrets import ConfigurationError, ProviderError
+from simpletuner_secrets import ConfigurationError, ProviderError, SecretsManager
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.heartbeat import max_gap_during
 from tests.servers.bao import BaoServer
 
 pytestmark = pytest.mark.integration
@@ -58,6 +69,67 @@ def vault_on(url: str, home: Path, **kwargs: Any) -> HashiCorpVaultProvider:
     return HashiCorpVaultProvider(url=url, environ={"HOME": str(home)}, **kwargs)
 
 
+def kv2_body(data: Any) -> bytes:
+    """A KV v2 read answer holding ``data``."""
+    return json.dumps({"data": {"data": data, "metadata": {"version": 1}}}).encode()
+
+
+# -- loopback servers --------------------------------------------------------------------
+
+Answer = Callable[[str], tuple[int, dict[str, str], bytes]]
+
+
+class StubServer:
+    """A loopback HTTP server: every GET is answered by ``answer(path)``; what it saw
+    (path, X-Vault-Token) is recorded in `seen`."""
+
+    def __init__(self, answer: Answer, *, tls: ssl.SSLContext | None = None) -> None:
+        seen: list[tuple[str, str | None]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                seen.append((self.path, self.headers.get("X-Vault-Token")))
+                status, headers, body = answer(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.seen = seen
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> StubServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def fixed(status: int, body: bytes, **headers: str) -> Answer:
+    headers.setdefault("Content-Type", "application/json")
+    return lambda path: (status, dict(headers), body)
+
+
 def run_child(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter that imports this worktree's package; a child
     still running after CHILD_TIMEOUT is killed and the test fails with TimeoutExpired."""
@@ -89,6 +161,86 @@ def library_locals_holding(exc: BaseException, *needles: str) -> list[str]:
                 if any(needle in text for needle in needles):
                     found.append(f"{Path(frame.filename).name}:{frame.name}:{name}")
     return found
+
+
+# -- 1. redirects ------------------------------------------------------------------------
+
+
+def test_a_redirect_to_another_host_is_never_followed(home: Path) -> None:
+    """A 307 from the Vault address to another server: the second server never sees the
+    request (nor the token); the provider raises ProviderError naming the redirect."""
+
+    async def scenario() -> None:
+        with StubServer(fixed(200, kv2_body({KEY: SECRET_VALUE}))) as elsewhere:
+            redirect = fixed(307, b"", Location=f"{elsewhere.url}/v1/secret/data/app")
+            with StubServer(redirect) as vault_address:
+                vault = vault_on(vault_address.url, home, kv_version=2)
+                with pytest.raises(ProviderError) as info:
+                    await asyncio.wait_for(vault.get(KEY), 10)
+                await vault.aclose()
+                assert [token for _, token in vault_address.seen] == [SECRET_TOKEN]
+            assert elsewhere.seen == [], "the redirect was followed"
+        message = str(info.value)
+        assert "redirect" in message and "307" in message and elsewhere.url in message
+        assert SECRET_TOKEN not in message and SECRET_VALUE not in message
+
+    asyncio.run(scenario())
+
+
+async def test_a_redirect_during_version_detection_is_not_followed(home: Path) -> None:
+    """No kv_version: the first request (the KV v2 read) is redirected; nothing follows."""
+    with StubServer(fixed(200, kv2_body({KEY: SECRET_VALUE}))) as elsewhere:
+        redirect = fixed(302, b"", Location=f"{elsewhere.url}/v1/secret/data/app")
+        with StubServer(redirect) as vault_address:
+            vault = vault_on(vault_address.url, home)
+            with pytest.raises(ProviderError, match="redirect"):
+                await asyncio.wait_for(vault.get(KEY), 10)
+            await vault.aclose()
+        assert elsewhere.seen == []
+
+
+async def test_an_https_redirect_to_plain_http_is_not_followed(
+    bao_tls: BaoServer, home: Path
+) -> None:
+    """An https Vault address answering 307 to a plain-http server: not followed."""
+    assert bao_tls.ca_path is not None
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    certs = bao_tls.ca_path.parent
+    tls.load_cert_chain(certs / "vault-cert.pem", certs / "vault-key.pem")
+    with StubServer(fixed(200, kv2_body({KEY: SECRET_VALUE}))) as plain:
+        redirect = fixed(307, b"", Location=f"{plain.url}/v1/secret/data/app")
+        with StubServer(redirect, tls=tls) as vault_address:
+            vault = vault_on(vault_address.url, home, kv_version=2, verify=str(bao_tls.ca_path))
+            with pytest.raises(ProviderError, match="redirect") as info:
+                await asyncio.wait_for(vault.get(KEY), 10)
+            await vault.aclose()
+            assert len(vault_address.seen) == 1
+        assert plain.seen == []
+    assert SECRET_TOKEN not in str(info.value)
+
+
+async def test_the_providers_http_session_itself_never_follows(home: Path) -> None:
+    """Even a request made on the provider's session with requests' default
+    allow_redirects=True stops at the redirect: no code path can follow one."""
+    with StubServer(fixed(200, kv2_body({KEY: SECRET_VALUE}))) as elsewhere:
+        redirect = fixed(307, b"", Location=f"{elsewhere.url}/v1/secret/data/app")
+        with StubServer(redirect) as vault_address:
+            vault = vault_on(vault_address.url, home, kv_version=2)
+            with pytest.raises(ProviderError):
+                await vault.get(KEY)
+            client = vault._client
+            assert client is not None
+            session = client.adapter.session
+
+            def follow() -> int:
+                url = f"{vault_address.url}/v1/secret/data/app"
+                response = session.get(url, headers={"X-Vault-Token": SECRET_TOKEN}, timeout=5)
+                response.close()
+                return int(response.status_code)
+
+            assert await asyncio.wait_for(asyncio.to_thread(follow), 10) == 307
+            await vault.aclose()
+        assert elsewhere.seen == []
 
 
 # -- 2. a blank verify -------------------------------------------------------------------
@@ -306,3 +458,130 @@ def test_a_token_file_that_is_a_directory_is_refused(home: Path) -> None:
 def test_a_missing_token_file_is_simply_no_token(home: Path) -> None:
     vault = vault_on("https://vault.example.com", home, token=None)
     assert vault.missing_settings() == ["VAULT_TOKEN"]
+
+
+# -- 6. documents converted off the loop, and size-limited -------------------------------
+
+
+def write(server: BaoServer, path: str, data: dict[str, Any]) -> None:
+    server.request("POST", f"secret/data/{path}", {"data": data})
+
+
+async def test_a_large_numeric_value_is_converted_off_the_loop(bao: BaoServer, home: Path) -> None:
+    """A million floats in one value (17 MB of JSON): turning it into text (json.dumps) takes
+    about 0.5 s of CPU, none of it on the event loop."""
+    path = unique("numbers")
+    write(bao, path, {KEY: [i + 0.123456789 for i in range(1_000_000)]})
+    vault = vault_on(bao.url, home, token=bao.token, path=path, max_document_size=64 << 20)
+    stall, value = await max_gap_during(vault.get(KEY))
+    await vault.aclose()
+    assert value is not None and value.startswith("[0.123456789,1.123456789,")
+    assert stall < 0.1, f"the event loop stalled {stall * 1000:.0f} ms"
+
+
+async def test_a_ten_mib_document_is_converted_off_the_loop(bao: BaoServer, home: Path) -> None:
+    """A 10 MiB document (100 values of 100 KiB) with max_document_size raised: no stall."""
+    path = unique("tenmib")
+    write(bao, path, {f"KEY_{i}": f"{i}-" + "v" * 100_000 for i in range(100)})
+    vault = vault_on(bao.url, home, token=bao.token, path=path, max_document_size=32 << 20)
+    stall, value = await max_gap_during(vault.get("KEY_7"))
+    await vault.aclose()
+    assert value is not None and value.startswith("7-vvv")
+    assert stall < 0.1, f"the event loop stalled {stall * 1000:.0f} ms"
+
+
+async def test_a_document_over_max_document_size_is_refused(bao: BaoServer, home: Path) -> None:
+    """A 1.5 MB document with the default max_document_size (1 MiB): ProviderError naming
+    the limit and the path, no value."""
+    path = unique("oversized")
+    write(bao, path, {f"KEY_{i}": SECRET_VALUE + "x" * 15_000 for i in range(100)})
+    vault = vault_on(bao.url, home, token=bao.token, path=path)
+    assert vault.max_document_size == 1 << 20
+    with pytest.raises(ProviderError, match="max_document_size") as info:
+        await vault.get("KEY_1")
+    await vault.aclose()
+    assert path in str(info.value) and SECRET_VALUE not in str(info.value)
+
+
+async def test_an_oversized_answer_without_content_length_is_cut_at_the_limit(home: Path) -> None:
+    """A chunked answer (no Content-Length) is read only up to the limit, then refused."""
+
+    class Chunked(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"[" + b"1," * 50_000
+            with contextlib.suppress(OSError):
+                for _ in range(200):  # 20 MB, unless the client stops reading
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Chunked)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        vault = vault_on(url, home, kv_version=2, max_document_size=64 * 1024)
+        with pytest.raises(ProviderError, match="max_document_size"):
+            await asyncio.wait_for(vault.get(KEY), 10)
+        await vault.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_max_document_size_must_be_positive(home: Path, size: int) -> None:
+    with pytest.raises(ValueError, match="max_document_size"):
+        vault_on("https://vault.example.com", home, max_document_size=size)
+
+
+# -- 7. frame locals of errors about malformed documents ---------------------------------
+
+MALFORMED: dict[str, bytes] = {
+    # What a broken proxy or server could answer in place of a KV v2 read.
+    "data is a list": kv2_body([SECRET_VALUE]),
+    "data is text": json.dumps({"data": SECRET_VALUE}).encode(),
+    "inner data is text": kv2_body(SECRET_VALUE),
+    "not JSON": b'{"data": {"data": {"' + KEY.encode() + b'": "' + SECRET_VALUE.encode() + b'"',
+    "a blank key": kv2_body({KEY: SECRET_VALUE, "  ": SECRET_VALUE}),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_a_malformed_answer_leaves_no_value_in_library_frame_locals(
+    home: Path, case: str
+) -> None:
+    """A malformed answer under on_provider_error="raise": the ProviderError's traceback,
+    formatted with capture_locals=True, shows no value in any library frame."""
+    with StubServer(fixed(200, MALFORMED[case])) as stub:
+        vault = vault_on(stub.url, home, kv_version=2)
+        async with SecretsManager([vault], on_provider_error="raise") as manager:
+            with pytest.raises(ProviderError) as info:
+                await asyncio.wait_for(manager.get(KEY), 10)
+    assert SECRET_VALUE not in str(info.value)
+    assert library_locals_holding(info.value, SECRET_VALUE, SECRET_TOKEN) == []
+
+
+async def test_a_blank_key_on_a_real_server_leaves_no_value_in_frame_locals(
+    bao: BaoServer, home: Path
+) -> None:
+    """The same with a document OpenBao really stores: a blank key beside a value."""
+    path = unique("blank-key")
+    write(bao, path, {KEY: SECRET_VALUE, " ": SECRET_VALUE})
+    vault = vault_on(bao.url, home, token=bao.token, path=path)
+    async with SecretsManager([vault], on_provider_error="raise") as manager:
+        with pytest.raises(ProviderError, match="invalid key") as info:
+            await manager.get(KEY)
+    assert library_locals_holding(info.value, SECRET_VALUE, bao.token) == []
+    with pytest.raises(ProviderError) as direct:
+        await vault.load_document()
+    await vault.aclose()
+    assert library_locals_holding(direct.value, SECRET_VALUE, bao.token) == []
