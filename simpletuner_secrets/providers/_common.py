@@ -1,24 +1,30 @@
 """What the built-in providers share: one settings rule, URL masking, warn-once state, a
-masked holder for tokens, bounded reads of small files, and the conversion of a parsed
-document that reports a malformed one instead of raising."""
+masked holder for tokens, bounded reads of small files, and worker threads whose slot is
+held until the thread really returns."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import stat
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
+import anyio.to_thread
+
+from .._threads import LoopLimiters
 from ..errors import ProviderError
 from .base import document_from_mapping
 
 __all__ = [
     "Masked",
     "WarnOnce",
+    "WorkerSlots",
     "convert_document",
     "display_url",
     "first_setting",
@@ -28,6 +34,8 @@ __all__ = [
     "setting",
     "text_setting",
 ]
+
+T = TypeVar("T")
 
 
 def text_setting(value: Any) -> str | None:
@@ -204,3 +212,74 @@ def convert_document(data: Any, *, provider: str, source: str) -> tuple[dict[str
         # An integer too long to print as decimal text (Python's 4300-digit limit), say.
         problem = f"{provider}: {source} holds a value that cannot be read as text"
     return None, problem
+
+
+class _Slot:
+    """One worker-thread slot of a `WorkerSlots` limiter, handed back exactly once: by the
+    caller when the thread never ran or already returned, else by the thread as it returns."""
+
+    __slots__ = ("_left", "_limiter", "_lock", "_loop", "_released", "_running")
+
+    def __init__(self, limiter: anyio.CapacityLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        self._limiter = limiter
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._running = False
+        self._left = False
+        self._released = False
+
+    def run(self, func: Callable[[], T]) -> T:
+        """Run ``func`` in the worker thread, unless the caller has already left."""
+        with self._lock:
+            if self._left:
+                raise RuntimeError("abandoned before it started")  # nobody awaits this
+            self._running = True
+        try:
+            return func()
+        finally:
+            with self._lock:
+                self._running = False
+                hand_back = self._left and not self._released
+                self._released = self._released or hand_back
+            if hand_back:
+                try:
+                    self._loop.call_soon_threadsafe(self._limiter.release_on_behalf_of, self)
+                except RuntimeError:
+                    pass  # the loop is closed, and its limiter with it
+
+    def leave(self) -> None:
+        """The caller stops waiting (result, error or cancellation); runs on the loop."""
+        with self._lock:
+            self._left = True
+            hand_back = not self._running and not self._released
+            self._released = self._released or hand_back
+        if hand_back:
+            self._limiter.release_on_behalf_of(self)
+
+
+class WorkerSlots:
+    """At most ``tokens`` threads per event loop for one kind of blocking call, a caller's
+    cancellation ending its wait at once.
+
+    ``anyio.to_thread.run_sync(..., abandon_on_cancel=True, limiter=...)`` hands the limiter's
+    token back when the caller is cancelled, while the abandoned thread still runs: against
+    a back-end that never finishes, every cancelled call adds a thread (and its socket)
+    without bound. Here the slot stays taken until the thread really returns.
+    """
+
+    def __init__(self, tokens: int) -> None:
+        self._slots = LoopLimiters(tokens)
+        # Each caller holds a slot while it waits for a thread, so this never binds.
+        self._hand_off = LoopLimiters(tokens)
+
+    async def run(self, func: Callable[[], T]) -> T:
+        """Run ``func`` in a worker thread once a slot is free; cancellable at any point."""
+        limiter = self._slots.current()
+        slot = _Slot(limiter, asyncio.get_running_loop())
+        await limiter.acquire_on_behalf_of(slot)
+        try:
+            return await anyio.to_thread.run_sync(
+                slot.run, func, abandon_on_cancel=True, limiter=self._hand_off.current()
+            )
+        finally:
+            slot.leave()

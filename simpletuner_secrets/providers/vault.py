@@ -2,19 +2,27 @@
 
 hvac blocks, so every hvac call, client creation and the hvac import included, runs in a
 worker thread, and so does everything done with an answer (its JSON parsed, its values
-turned into text): the event loop only waits. Redirects are never followed, since the token
-header would go along to wherever they point.
+turned into text): the event loop only waits. At most four such threads run per event loop,
+each slot held until its thread really returns, and every load has a total deadline (hvac's
+own timeout is per receive, so a server trickling a byte at a time would never end): a
+watchdog thread shuts the load's sockets down when it passes. Redirects are never followed,
+since the token header would go along to wherever they point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import heapq
 import importlib.util
+import itertools
 import json
 import logging
 import os
+import socket
 import stat
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +32,11 @@ from urllib.parse import quote, urlsplit
 import anyio
 import anyio.to_thread
 
-from .._threads import LoopLimiters
 from ..errors import ConfigurationError, ProviderError
 from ._common import (
     Masked,
     WarnOnce,
+    WorkerSlots,
     convert_document,
     display_url,
     first_setting,
@@ -69,9 +77,10 @@ _STATUS = {
 }
 _STATUS_NAMES = {status: name for name, status in _STATUS.items()}
 
-# hvac calls get limiters of their own (see _threads), so a slow Vault cannot exhaust anyio's
-# default thread pool, nor the file provider's.
-_HVAC = LoopLimiters(4)
+# hvac calls get worker slots of their own, so a slow Vault cannot exhaust anyio's default
+# thread pool, nor the file provider's; a slot is held until its thread returns, so a Vault
+# that never finishes cannot make the threads (and their sockets) grow either.
+_WORKERS = WorkerSlots(4)
 
 
 def _hvac_installed() -> bool:
@@ -113,16 +122,209 @@ def _no_route(exc: Exception) -> bool:
     return any("no handler for route" in str(error) for error in errors)
 
 
+# -- a total deadline per load ---------------------------------------------------------------
+
+
+def _shut(conn: Any) -> None:
+    """Shut ``conn``'s socket down: a thread blocked reading it gets end-of-file at once."""
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # socket.socket's own shutdown, also for a TLS socket: only the descriptor is
+            # shut, the TLS object is left to the thread that uses it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Deadline:
+    """One load's total deadline, and the HTTP connections to cut when it passes (or when
+    the provider is closed)."""
+
+    __slots__ = ("_conns", "_finished", "_lock", "at", "cause", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.cause = ""  # "deadline" or "closed" once cut
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def over(self) -> bool:
+        """Whether the load was cut, or its time is up."""
+        return bool(self.cause) or time.monotonic() >= self.at
+
+    def watch(self, conn: Any) -> None:
+        """A request of this load is about to use ``conn``: cut it with the load."""
+        with self._lock:
+            conn.watched_by = self
+            if self.cause:
+                _shut(conn)
+            elif conn not in self._conns:
+                self._conns.append(conn)
+
+    def cut(self, cause: str) -> None:
+        """Shut down the sockets of the load's connections, unless it has finished."""
+        with self._lock:
+            if self._finished or self.cause:
+                return
+            self.cause = cause
+            for conn in self._conns:
+                # A connection back in the pool may serve another load by now: not ours.
+                if getattr(conn, "watched_by", None) is self:
+                    _shut(conn)
+            self._conns.clear()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            self._conns.clear()
+
+    def refusal(self) -> _Refusal:
+        if self.cause == "closed":
+            return _Refusal("Closed", detail="the provider was closed during the request")
+        return _Refusal(
+            "Timeout",
+            detail=f"Timeout (no complete answer within {self.seconds:g} s, the provider's timeout)",
+        )
+
+
+class _Watchdog:
+    """One daemon thread that cuts the loads whose deadline has passed. It starts with the
+    first load and ends after `IDLE_S` seconds with nothing to watch."""
+
+    IDLE_S = 10.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also the fork handler: the child has no watchdog thread, whatever the parent had.
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        # When the thread wakes next by itself: a later deadline needs no wake-up call (a
+        # thread woken for nothing takes the GIL in the middle of a load).
+        self._wakes_at = float("inf")
+
+    def arm(self, deadline: _Deadline) -> None:
+        with self._cond:
+            heap = self._heap
+            while heap and heap[0][2].finished:
+                heapq.heappop(heap)
+            heapq.heappush(heap, (deadline.at, next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="simpletuner-vault-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif deadline.at < self._wakes_at:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                heap = self._heap
+                while heap and heap[0][2].finished:
+                    heapq.heappop(heap)
+                now = time.monotonic()
+                if not heap:
+                    self._wakes_at = now + self.IDLE_S
+                    if not self._cond.wait(self.IDLE_S) and not self._heap:
+                        self._thread = None
+                        self._wakes_at = float("inf")
+                        return
+                    continue
+                wait = heap[0][0] - now
+                if wait > 0:
+                    self._wakes_at = heap[0][0]
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(heap)[2].cut("deadline")
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+# The load running in this worker thread: the connections it uses register with it.
+_RUNNING = threading.local()
+
+
+def _watch(conn: Any) -> None:
+    deadline: _Deadline | None = getattr(_RUNNING, "deadline", None)
+    if deadline is not None:
+        deadline.watch(conn)
+
+
 @functools.cache
 def _session_type() -> Any:
-    """The requests session hvac gets: it never follows a redirect. Built on first use, in a
-    worker thread (requests imports slowly)."""
+    """The requests session hvac gets: it never follows a redirect, and a load's deadline can
+    cut its connections. Built on first use, in a worker thread (requests imports slowly)."""
     import requests
+    import requests.adapters
+    import urllib3
+    import urllib3.connection
+
+    # A connection is watched before it connects and again once connected: a deadline that
+    # passed while the socket did not exist yet shuts the new socket at once.
+    class WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+        watched_by: Any = None
+
+        def connect(self) -> None:
+            _watch(self)
+            super().connect()
+            _watch(self)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch(self)  # a kept-alive connection is not connected again
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+        watched_by: Any = None
+
+        def connect(self) -> None:
+            _watch(self)  # the TLS handshake can trickle too
+            super().connect()
+            _watch(self)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch(self)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    pools: dict[str, type[urllib3.HTTPConnectionPool]] = {
+        "http": WatchedHTTPPool,
+        "https": WatchedHTTPSPool,
+    }
+
+    class WatchedAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if isinstance(manager, urllib3.ProxyManager):  # SOCKS proxies: per-read only
+                manager.pool_classes_by_scheme = pools
+            return manager
 
     class NoRedirectSession(requests.Session):
         def __init__(self) -> None:
             super().__init__()
             self.max_redirects = 0
+            adapter = WatchedAdapter()
+            self.mount("https://", adapter)
+            self.mount("http://", adapter)
 
         def get_redirect_target(self, resp: requests.Response) -> None:
             # Never follow, whatever allow_redirects says: X-Vault-Token would go along to
@@ -158,7 +360,9 @@ class _Refusal:
         return self.status == 403
 
 
-def _refusal_of(exc: Exception) -> _Refusal:
+def _refusal_of(exc: Exception, deadline: _Deadline) -> _Refusal:
+    if deadline.over():
+        return deadline.refusal()
     name = type(exc).__name__
     return _Refusal(name, _STATUS.get(name), no_route=_no_route(exc))
 
@@ -169,25 +373,28 @@ def _too_large(limit: int) -> _Refusal:
     )
 
 
-def _fetch(client: Any, source: str, timeout: float, limit: int) -> bytes | _Refusal:
+def _fetch(client: Any, source: str, deadline: _Deadline, limit: int) -> bytes | _Refusal:
     """GET ``/v1/<source>``: the body of a 2xx answer (at most ``limit`` bytes), or what the
     failure was. What the server or the network does never raises here."""
+    timeout = deadline.at - time.monotonic()
+    if timeout <= 0 or deadline.cause:
+        return deadline.refusal()
     refusal: _Refusal | None = None
     try:
         response = client.adapter.get(
             f"/v1/{quote(source)}", stream=True, raise_exception=False, timeout=timeout
         )
     except Exception as exc:
-        refusal = _refusal_of(exc)
+        refusal = _refusal_of(exc, deadline)
     if refusal is not None:
         return refusal
     try:
-        return _answer(response, limit)
+        return _answer(response, deadline, limit)
     finally:
         response.close()
 
 
-def _answer(response: Any, limit: int) -> bytes | _Refusal:
+def _answer(response: Any, deadline: _Deadline, limit: int) -> bytes | _Refusal:
     status = int(response.status_code)
     if 300 <= status < 400:
         where = display_url(str(response.headers.get("Location") or "?"))[:200]
@@ -197,15 +404,15 @@ def _answer(response: Any, limit: int) -> bytes | _Refusal:
         )
         return _Refusal("Redirect", status, detail=detail)
     if 200 <= status < 300:
-        return _read_body(response, limit)
+        return _read_body(response, deadline, limit)
     no_route = False
     if status == 404:
-        body = _read_body(response, _ERROR_BODY_LIMIT)
+        body = _read_body(response, deadline, _ERROR_BODY_LIMIT)
         no_route = isinstance(body, bytes) and b"no handler for route" in body
     return _Refusal(_STATUS_NAMES.get(status, "HTTPError"), status, no_route=no_route)
 
 
-def _read_body(response: Any, limit: int) -> bytes | _Refusal:
+def _read_body(response: Any, deadline: _Deadline, limit: int) -> bytes | _Refusal:
     declared = str(response.headers.get("Content-Length") or "")
     if declared.isdigit() and int(declared) > limit:
         return _too_large(limit)
@@ -221,7 +428,7 @@ def _read_body(response: Any, limit: int) -> bytes | _Refusal:
     except Exception as exc:
         failure = type(exc).__name__
     if failure:
-        return _Refusal(failure)
+        return deadline.refusal() if deadline.over() else _Refusal(failure)
     return b"".join(chunks)
 
 
@@ -295,7 +502,8 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         namespace: The Vault namespace, sent as ``X-Vault-Namespace``.
         verify: TLS verification: True, False, or a CA bundle path.
         kv_version: 1 or 2 to skip the version detection.
-        timeout: Seconds hvac waits for one request.
+        timeout: Seconds one load may take in all (connecting and every read of every
+            request it makes): a total deadline, not only a per-read one.
         max_document_size: Larger answers are refused with `ProviderError` (default 1 MiB).
         config: Settings by config key (see above).
         environ: The environment to read settings from (defaults to ``os.environ``); its
@@ -405,6 +613,9 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._warned = WarnOnce()
+        # The deadlines of this provider's loads in flight, so that aclose can cut them.
+        self._loads: set[_Deadline] = set()
+        self._loads_lock = threading.Lock()
         if url is not None and self._token is not None:
             parts = urlsplit(url)
             if parts.scheme == "http" and not is_loopback_host(parts.hostname):
@@ -533,19 +744,16 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
 
         Raises:
             ConfigurationError: The address or the token is missing.
-            ProviderError: Vault refused (403 and other errors), could not be reached,
-                redirected, has no such mount, or sent something that is not a secret or is
-                larger than ``max_document_size``.
+            ProviderError: Vault refused (403 and other errors), could not be reached within
+                the timeout, redirected, has no such mount, or sent something that is not a
+                secret or is larger than ``max_document_size``.
         """
         missing = self.missing_settings()
         if missing:
             raise ConfigurationError(f"vault: missing settings: {', '.join(missing)}")
-        # abandon_on_cancel: a caller's timeout (the manager's provider_timeout) ends the wait
-        # at once; the thread finishes on its own, within `timeout`, holding a slot of this
-        # module's limiter rather than of anyio's default pool.
-        document, source = await anyio.to_thread.run_sync(
-            self._load_blocking, abandon_on_cancel=True, limiter=_HVAC.current()
-        )
+        # A caller's timeout (the manager's provider_timeout) ends the wait at once; the
+        # thread goes on until its load's deadline at most, holding its worker slot.
+        document, source = await _WORKERS.run(self._load_blocking)
         if document is None:
             if self._warned.first("missing"):
                 logger.warning(
@@ -582,7 +790,22 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         return client
 
     def _load_blocking(self) -> tuple[dict[str, str] | None, str]:
-        """Read the secret (detecting the KV version if needed); runs in a worker thread.
+        """One load under its total deadline; runs in a worker thread."""
+        deadline = _Deadline(self.timeout)
+        with self._loads_lock:
+            self._loads.add(deadline)
+        _WATCHDOG.arm(deadline)
+        _RUNNING.deadline = deadline
+        try:
+            return self._load_within(deadline)
+        finally:
+            _RUNNING.deadline = None
+            deadline.finish()
+            with self._loads_lock:
+                self._loads.discard(deadline)
+
+    def _load_within(self, deadline: _Deadline) -> tuple[dict[str, str] | None, str]:
+        """Read the secret (detecting the KV version if needed).
 
         Returns:
             The converted document (None when the secret does not exist) and its API path.
@@ -591,7 +814,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         version = self._kv_version
         if version != 1:
             source = f"{self.mount_point}/data/{self.path}"
-            read = self._read(client, source, levels=2)
+            read = self._read(client, source, deadline, levels=2)
             if read.refusal is None:
                 self._kv_version = 2
                 if read.problem:
@@ -610,11 +833,11 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             if refusal.no_route:
                 raise self._mount_missing(f"HTTP 404 on {source}")
             if version is None:
-                version = self._detect_version(client)
+                version = self._detect_version(client, deadline)
             if version == 2:
                 return None, source
         source = f"{self.mount_point}/{self.path}"
-        read = self._read(client, source, levels=1)
+        read = self._read(client, source, deadline, levels=1)
         if read.refusal is None:
             if read.problem:
                 raise ProviderError(read.problem, provider=self.name)
@@ -625,10 +848,10 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             raise self._mount_missing(f"HTTP 404 on {source}")
         return None, source
 
-    def _read(self, client: Any, source: str, *, levels: int) -> _Read:
+    def _read(self, client: Any, source: str, deadline: _Deadline, *, levels: int) -> _Read:
         """Fetch, parse and convert the secret at ``source``. Never raises for what the
         answer holds: the answer's text and its parsed form end with this frame."""
-        body = _fetch(client, source, self.timeout, self.max_document_size)
+        body = _fetch(client, source, deadline, self.max_document_size)
         if isinstance(body, _Refusal):
             return _Read(refusal=body)
         data, problem = _decode(body, source, levels)
@@ -639,10 +862,10 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         document, problem = convert_document(data, provider=self.name, source=source)
         return _Read(document=document, problem=problem)
 
-    def _detect_version(self, client: Any) -> int:
+    def _detect_version(self, client: Any, deadline: _Deadline) -> int:
         """Ask Vault for the mount's KV version after a 404 on the v2 path, and remember it."""
         source = f"sys/internal/ui/mounts/{self.mount_point}"
-        body = _fetch(client, source, self.timeout, _ERROR_BODY_LIMIT)
+        body = _fetch(client, source, deadline, _ERROR_BODY_LIMIT)
         if isinstance(body, _Refusal):
             refusal = body
             if refusal.forbidden or refusal.not_found:
@@ -690,11 +913,17 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     async def aclose(self) -> None:
         """Close the hvac client's HTTP session. Safe to call more than once.
 
-        A later lookup opens a new client.
+        Loads still in flight are cut (their sockets shut down): they raise `ProviderError`
+        at once instead of running on to their deadline. A later lookup opens a new client.
         """
         self.invalidate()
+        with self._loads_lock:
+            loads = list(self._loads)
+        for load in loads:
+            load.cut("closed")
         if self._client is not None:
-            await anyio.to_thread.run_sync(self._close_blocking, limiter=_HVAC.current())
+            # Not through the worker slots: closing must not wait behind loads of others.
+            await anyio.to_thread.run_sync(self._close_blocking)
 
     def _close_blocking(self) -> None:
         with self._client_lock:

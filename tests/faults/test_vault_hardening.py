@@ -2,8 +2,9 @@
 
 Redirects are never followed with the token; a blank ``verify`` keeps TLS verification on;
 plain-http addresses and loose token files are warned about, and the token is stored masked;
-``~/.vault-token`` is read only when it is a small regular file; documents are converted off
-the event loop and refused over ``max_document_size``; errors about malformed documents are
+``~/.vault-token`` is read only when it is a small regular file; a trickling server cannot
+grow threads or sockets, and every load has a total deadline; documents are converted off the
+event loop and refused over ``max_document_size``; errors about malformed documents are
 raised from frames that hold no value. Whatever can hang runs in a subprocess or under a
 hard timeout.
 """
@@ -19,6 +20,8 @@ import logging
 import os
 import pickle
 import secrets
+import select
+import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from typing import Any
 import pytest
 
 from simpletuner_secrets import ConfigurationError, ProviderError, SecretsManager
+from simpletuner_secrets.providers._common import WorkerSlots
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
 from tests.heartbeat import max_gap_during
 from tests.servers.bao import BaoServer
@@ -128,6 +132,99 @@ class StubServer:
 def fixed(status: int, body: bytes, **headers: str) -> Answer:
     headers.setdefault("Content-Type", "application/json")
     return lambda path: (status, dict(headers), body)
+
+
+class TrickleServer:
+    """Answers every request with its headers at once, then one body byte every
+    ``interval`` seconds, forever: hvac's per-receive timeout never fires. With
+    ``handshake``, it trickles a TLS handshake record instead (for https clients).
+
+    Attributes:
+        accepted: Connections accepted so far.
+        open: Connections the client has not closed yet.
+    """
+
+    def __init__(self, interval: float, *, handshake: bool = False) -> None:
+        self.interval = interval
+        self.handshake = handshake
+        self.accepted = 0
+        self.open = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._listener.settimeout(0.1)
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.handshake else "http"
+        return f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+                self.open += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(5)
+                if self.handshake:
+                    # A TLS handshake record announcing 16 KiB, then its bytes one at a time.
+                    conn.sendall(b"\x16\x03\x03\x40\x00")
+                else:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            return
+                        request += chunk
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000000\r\n\r\n"
+                    )
+                while not self._stop.is_set():
+                    conn.sendall(b" ")
+                    readable, _, _ = select.select([conn], [], [], self.interval)
+                    if readable and not conn.recv(1):
+                        return  # the client closed the connection
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self.open -= 1
+
+    def __enter__(self) -> TrickleServer:
+        self._accepting.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._accepting.join(5)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+async def soon(condition: Callable[[], bool], limit: float) -> bool:
+    """Whether ``condition`` holds within ``limit`` seconds (polled every 20 ms)."""
+    give_up = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def run_child(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -458,6 +555,141 @@ def test_a_token_file_that_is_a_directory_is_refused(home: Path) -> None:
 def test_a_missing_token_file_is_simply_no_token(home: Path) -> None:
     vault = vault_on("https://vault.example.com", home, token=None)
     assert vault.missing_settings() == ["VAULT_TOKEN"]
+
+
+# -- 5. bounded threads and sockets, a total deadline ------------------------------------
+
+_TRICKLE_CHILD = """
+import asyncio, json, os, sys, threading
+from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+
+DEADLINE = float(os.environ["DEADLINE"])
+
+def sockets():
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+async def main():
+    vault = HashiCorpVaultProvider(url=os.environ["URL"], token="t", path="app",
+        kv_version=2, environ={}, timeout=DEADLINE)
+    before = (threading.active_count(), sockets())
+    outcomes = {}
+    for _ in range(40):
+        try:
+            await asyncio.wait_for(vault.load_document(), 0.1)
+            outcome = "value"
+        except asyncio.TimeoutError:
+            outcome = "timeout"
+        except Exception as exc:
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    during = (threading.active_count(), sockets())
+    await asyncio.sleep(DEADLINE + 1.5)
+    after = (threading.active_count(), sockets())
+    print(json.dumps({"before": before, "during": during, "after": after,
+        "outcomes": outcomes}), flush=True)
+    os._exit(0)  # the unfixed code leaves threads that never end
+
+asyncio.run(main())
+"""
+
+
+async def test_cancelled_callers_keep_their_worker_slot_until_the_thread_returns() -> None:
+    """With 2 slots, 6 callers cancelled while their calls block: never more than 2 calls
+    run at once (anyio's limiter alone would let all 6 in), and the slots come back once
+    the threads return."""
+    slots = WorkerSlots(2)
+    release = threading.Event()
+    lock = threading.Lock()
+    running = peak = 0
+
+    def blocking() -> str:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            release.wait(10)
+            return "done"
+        finally:
+            with lock:
+                running -= 1
+
+    for _ in range(6):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slots.run(blocking), 0.05)
+    assert peak == 2
+    release.set()
+    assert await asyncio.wait_for(slots.run(lambda: "again"), 5) == "again"
+    assert peak == 2
+
+
+def test_a_trickling_vault_keeps_threads_and_sockets_bounded() -> None:
+    """40 lookups cut by a 0.1 s caller timeout against a server that trickles one byte
+    every 0.5 s: at most the limiter's 4 worker threads (and the deadline watchdog) and 4
+    sockets; once the 2 s deadline has passed, every socket is closed."""
+    with TrickleServer(interval=0.5) as server:
+        done = run_child(_TRICKLE_CHILD, {"URL": server.url, "DEADLINE": "2.0"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        counts = json.loads(done.stdout)
+    (threads0, sockets0), (threads1, sockets1) = counts["before"], counts["during"]
+    threads2, sockets2 = counts["after"]
+    assert threads1 - threads0 <= 6, f"{threads1 - threads0} more threads after 40 lookups"
+    assert sockets1 - sockets0 <= 4, f"{sockets1 - sockets0} more sockets after 40 lookups"
+    assert sockets2 <= sockets0, f"{sockets2 - sockets0} sockets left after the deadline"
+    assert threads2 - threads0 <= 6
+    # Only lookups holding one of the 4 slots reach the server, each slot for one deadline
+    # (2 s) at a time, over the ~4 s of lookups: at most 3 rounds of 4 (40 before the fix).
+    assert server.accepted <= 12, f"{server.accepted} connections for 40 lookups"
+
+
+async def test_a_trickling_vault_load_ends_at_its_deadline(home: Path) -> None:
+    """With no caller timeout, a load against a trickling server ends with ProviderError at
+    the provider's timeout (a total deadline, not a per-receive one), and the connection
+    is closed."""
+    with TrickleServer(interval=0.3) as server:
+        vault = vault_on(server.url, home, kv_version=2, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match="within 1 s") as info:
+            await asyncio.wait_for(vault.load_document(), 8.0)  # the hard timeout
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"the load took {elapsed:.2f} s"
+        assert await soon(lambda: server.open == 0, 2.0), "the connection is still open"
+        await vault.aclose()
+    assert "Timeout" in str(info.value) and SECRET_TOKEN not in str(info.value)
+
+
+async def test_a_trickling_tls_handshake_ends_at_the_deadline(home: Path) -> None:
+    """An https address whose TLS handshake trickles: the load's deadline covers the
+    handshake too (CPython already bounds a handshake by the socket timeout; this keeps the
+    deadline's own answer for it)."""
+    with TrickleServer(interval=0.3, handshake=True) as server:
+        vault = vault_on(server.url, home, kv_version=2, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match="within 1 s"):
+            await asyncio.wait_for(vault.load_document(), 8.0)  # the hard timeout
+        assert time.monotonic() - started < 2.0
+        await vault.aclose()
+
+
+async def test_aclose_ends_a_load_stuck_on_a_trickling_vault(home: Path) -> None:
+    """aclose cuts the connections of this provider's loads in flight: their threads end
+    now rather than at the deadline."""
+    with TrickleServer(interval=0.3) as server:
+        vault = vault_on(server.url, home, kv_version=2, timeout=20.0)
+        load = asyncio.create_task(vault.load_document())
+        assert await soon(lambda: server.accepted > 0, 5.0)
+        started = time.monotonic()
+        await vault.aclose()
+        with pytest.raises(ProviderError, match="closed"):
+            await asyncio.wait_for(load, 5.0)
+        assert time.monotonic() - started < 2.0
+        assert await soon(lambda: server.open == 0, 2.0), "the connection is still open"
 
 
 # -- 6. documents converted off the loop, and size-limited -------------------------------
