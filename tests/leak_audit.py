@@ -191,7 +191,11 @@ def _frame_local_texts(errors: list[BaseException]) -> Iterator[tuple[str, str]]
             # Caught inside the library (converted or dropped): no error tracker sees it. One
             # that reached the caller has the caller's frame first on its traceback.
             continue
-        summary = traceback.TracebackException.from_exception(error, capture_locals=True)
+        try:
+            summary = traceback.TracebackException.from_exception(error, capture_locals=True)
+        except Exception as exc:  # a local whose repr fails (3.11 does not guard it)
+            yield "the frame locals of an error", f"<could not be rendered: {exc!r}>"
+            continue
         pending = [summary]
         while pending:
             current = pending.pop()

@@ -1,15 +1,42 @@
-"""What the built-in providers share: one settings rule, URL masking, and warn-once state."""
+"""What the built-in providers share: one settings rule, URL masking, warn-once state, a
+masked holder for tokens, bounded reads of small files, and worker threads whose slot is
+held until the thread really returns."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import os
+import stat
 import threading
-from collections.abc import Hashable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import _fork
+import anyio
+import anyio.to_thread
 
-__all__ = ["WarnOnce", "display_url", "first_setting", "mask_url", "setting", "text_setting"]
+from .. import _fork
+from .._threads import LoopLimiters
+from ..errors import ProviderError
+from .base import document_from_mapping
+
+__all__ = [
+    "Masked",
+    "WarnOnce",
+    "WorkerSlots",
+    "convert_document",
+    "display_url",
+    "first_setting",
+    "is_loopback_host",
+    "mask_url",
+    "read_regular_file",
+    "setting",
+    "text_setting",
+]
+
+T = TypeVar("T")
 
 
 def text_setting(value: Any) -> str | None:
@@ -92,3 +119,173 @@ class WarnOnce:
         """Forget ``marker``: the condition ended, so its next occurrence is reported again."""
         with self._lock:
             self._seen.discard(marker)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a URL's hostname) is this machine: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or ``localhost`` (and names under ``.localhost``, RFC 6761)."""
+    if not host:
+        return False
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+class Masked:
+    """A secret string that no repr, str, ``vars()``, frame-locals capture, pickle or copy
+    shows: the value sits in a slot and leaves only through `reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("a masked secret cannot be pickled")
+
+    def __copy__(self) -> Masked:
+        return self  # immutable: a copy would only be a second place holding the value
+
+    def __deepcopy__(self, memo: object) -> Masked:
+        return self
+
+
+def read_regular_file(path: Path, max_size: int) -> tuple[bytes, os.stat_result]:
+    """Read a small file without ever blocking on what the path turned out to be.
+
+    The open is non-blocking (a FIFO cannot hang it), the opened file must be regular
+    (``fstat``, so a symlink to ``/dev/zero`` or a device is refused), and at most
+    ``max_size`` bytes are read.
+
+    Returns:
+        The content and the opened file's status (for permission checks).
+
+    Raises:
+        FileNotFoundError: Nothing is there (also NotADirectoryError for a path through a file).
+        ValueError: Not a regular file, or larger than ``max_size``; the message says which.
+        OSError: It cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("is not a regular file")
+        if status.st_size > max_size:
+            raise ValueError(f"is larger than {max_size} bytes")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        raw = handle.read(max_size + 1)
+    if len(raw) > max_size:
+        raise ValueError(f"is larger than {max_size} bytes")
+    return raw, status
+
+
+def convert_document(data: Any, *, provider: str, source: str) -> tuple[dict[str, str] | None, str]:
+    """`document_from_mapping` that reports a malformed document instead of raising.
+
+    An exception raised while ``data`` is a local of some frame carries the whole document
+    on its traceback (`traceback.TracebackException(capture_locals=True)`, Sentry and
+    ``pytest --showlocals`` print every local). This returns the message, so that the caller
+    can drop its own reference to the document and raise from a frame that holds none.
+
+    Returns:
+        ``(document, "")``, or ``(None, message)`` when ``data`` is not a valid document.
+    """
+    try:
+        return document_from_mapping(data, provider=provider, source=source), ""
+    except ProviderError as exc:
+        problem = str(exc)
+    except (ValueError, RecursionError):
+        # An integer too long to print as decimal text (Python's 4300-digit limit), say.
+        problem = f"{provider}: {source} holds a value that cannot be read as text"
+    return None, problem
+
+
+class _Slot:
+    """One worker-thread slot of a `WorkerSlots` limiter, handed back exactly once: by the
+    caller when the thread never ran or already returned, else by the thread as it returns."""
+
+    __slots__ = ("_left", "_limiter", "_lock", "_loop", "_released", "_running")
+
+    def __init__(self, limiter: anyio.CapacityLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        self._limiter = limiter
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._running = False
+        self._left = False
+        self._released = False
+
+    def run(self, func: Callable[[], T]) -> T:
+        """Run ``func`` in the worker thread, unless the caller has already left."""
+        with self._lock:
+            if self._left:
+                raise RuntimeError("abandoned before it started")  # nobody awaits this
+            self._running = True
+        try:
+            return func()
+        finally:
+            with self._lock:
+                self._running = False
+                hand_back = self._left and not self._released
+                self._released = self._released or hand_back
+            if hand_back:
+                try:
+                    self._loop.call_soon_threadsafe(self._limiter.release_on_behalf_of, self)
+                except RuntimeError:
+                    pass  # the loop is closed, and its limiter with it
+
+    def leave(self) -> None:
+        """The caller stops waiting (result, error or cancellation); runs on the loop."""
+        with self._lock:
+            self._left = True
+            hand_back = not self._running and not self._released
+            self._released = self._released or hand_back
+        if hand_back:
+            self._limiter.release_on_behalf_of(self)
+
+
+class WorkerSlots:
+    """At most ``tokens`` threads per event loop for one kind of blocking call, a caller's
+    cancellation ending its wait at once.
+
+    ``anyio.to_thread.run_sync(..., abandon_on_cancel=True, limiter=...)`` hands the limiter's
+    token back when the caller is cancelled, while the abandoned thread still runs: against
+    a back-end that never finishes, every cancelled call adds a thread (and its socket)
+    without bound. Here the slot stays taken until the thread really returns.
+    """
+
+    def __init__(self, tokens: int) -> None:
+        self._slots = LoopLimiters(tokens)
+        # Each caller holds a slot while it waits for a thread, so this never binds.
+        self._hand_off = LoopLimiters(tokens)
+
+    async def run(self, func: Callable[[], T]) -> T:
+        """Run ``func`` in a worker thread once a slot is free; cancellable at any point."""
+        limiter = self._slots.current()
+        slot = _Slot(limiter, asyncio.get_running_loop())
+        await limiter.acquire_on_behalf_of(slot)
+        try:
+            return await anyio.to_thread.run_sync(
+                slot.run, func, abandon_on_cancel=True, limiter=self._hand_off.current()
+            )
+        finally:
+            slot.leave()

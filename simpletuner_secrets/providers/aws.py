@@ -217,10 +217,12 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self._clients = {}
 
     def __repr__(self) -> str:
+        # getattr: an error tracker may repr a provider whose __init__ raised half-way.
         return (
-            f"{type(self).__name__}(secret_name={self.secret_name!r}, "
-            f"region_name={self.region_name!r}, endpoint_url={mask_url(self.endpoint_url)!r}, "
-            f"version_stage={self.version_stage!r})"
+            f"{type(self).__name__}(secret_name={getattr(self, 'secret_name', None)!r}, "
+            f"region_name={getattr(self, 'region_name', None)!r}, "
+            f"endpoint_url={mask_url(getattr(self, 'endpoint_url', None))!r}, "
+            f"version_stage={getattr(self, 'version_stage', None)!r})"
         )
 
     def missing_settings(self) -> list[str]:

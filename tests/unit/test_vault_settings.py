@@ -27,6 +27,11 @@ def make(home: Path, env: dict[str, str] | None = None, **kwargs: Any) -> HashiC
     return HashiCorpVaultProvider(environ={"HOME": str(home), **(env or {})}, **kwargs)
 
 
+def token_of(vault: HashiCorpVaultProvider) -> str | None:
+    """The token the provider resolved (it keeps it masked)."""
+    return None if vault._token is None else vault._token.reveal()
+
+
 def test_defaults(home: Path) -> None:
     """Path simpletuner, mount secret, verification on, no namespace, version detected."""
     vault = make(home, {"VAULT_ADDR": ADDR, "VAULT_TOKEN": "t"})
@@ -87,11 +92,11 @@ def test_argument_over_config_over_environment(
 def test_token_precedence_down_to_the_token_file(home: Path) -> None:
     """Token: argument > config > VAULT_TOKEN > ~/.vault-token (HOME from environ)."""
     (home / ".vault-token").write_text("  file-token\n")
-    assert make(home)._token == "file-token"
-    assert make(home, {"VAULT_TOKEN": "env-token"})._token == "env-token"
+    assert token_of(make(home)) == "file-token"
+    assert token_of(make(home, {"VAULT_TOKEN": "env-token"})) == "env-token"
     config = {"vault_token": "config-token"}
-    assert make(home, {"VAULT_TOKEN": "env-token"}, config=config)._token == "config-token"
-    assert make(home, config=config, token="arg-token")._token == "arg-token"
+    assert token_of(make(home, {"VAULT_TOKEN": "env-token"}, config=config)) == "config-token"
+    assert token_of(make(home, config=config, token="arg-token")) == "arg-token"
 
 
 def test_blank_token_file_is_no_token(home: Path) -> None:
@@ -107,7 +112,7 @@ def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch, home: Path) 
     monkeypatch.setenv("SIMPLETUNER_VAULT_PATH", "from-os")
     monkeypatch.setenv("HOME", str(home))
     vault = HashiCorpVaultProvider()
-    assert (vault.url, vault._token, vault.path) == (ADDR, "os-token", "from-os")
+    assert (vault.url, token_of(vault), vault.path) == (ADDR, "os-token", "from-os")
 
 
 @pytest.mark.parametrize("truthy", ["1", "true", "TRUE", "t", "yes"])
