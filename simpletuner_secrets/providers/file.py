@@ -615,22 +615,40 @@ class FileSecretProvider(DocumentSecretProvider):
         return target
 
     def _ensure_directory(self, directory: Path) -> None:
-        try:
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
-                marker = ("directory", str(directory), mode)
-                with self._state_lock:
-                    first = marker not in self._warned
-                    self._warned.add(marker)
-                if first:
-                    logger.warning(
-                        "secrets directory %s has mode %04o; 0700 is advised", directory, mode
-                    )
-        else:
-            os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+        """Create ``directory`` and each missing parent 0700, whatever the umask.
+
+        Directories that already exist are left as they are; the secrets directory itself is
+        only warned about when others have access to it.
+        """
+        missing: list[Path] = []
+        current = directory
+        while not os.path.isdir(current) and current.parent != current:
+            missing.append(current)
+            current = current.parent
+        created = False
+        for level in reversed(missing):
+            try:
+                os.mkdir(level, 0o700)
+            except FileExistsError:
+                created = False  # made meanwhile by another writer: not ours to change
+                continue
+            created = True
+            # mkdir's mode is filtered by the umask, so it can only fall short of 0700: a
+            # umask such as 0277 leaves 0500, in which the next level cannot be created.
+            if stat.S_IMODE(os.lstat(level).st_mode) != 0o700:
+                os.chmod(level, 0o700)
+        if created:
+            return
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            marker = ("directory", str(directory), mode)
+            with self._state_lock:
+                first = marker not in self._warned
+                self._warned.add(marker)
+            if first:
+                logger.warning(
+                    "secrets directory %s has mode %04o; 0700 is advised", directory, mode
+                )
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
