@@ -6,6 +6,7 @@ Reads and writes run in a worker thread; writes are atomic, 0600, and locked acr
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -440,7 +441,7 @@ class FileSecretProvider(DocumentSecretProvider):
             return None
         except OSError as exc:
             raise SecretFileError(
-                f"secrets file {path} cannot be inspected: {type(exc).__name__}", path=path
+                f"secrets file {path} cannot be inspected: {_os_reason(exc)}", path=path
             ) from None
 
     def _check_safety(self, path: Path, st: os.stat_result, *, is_link: bool) -> None:
@@ -483,7 +484,7 @@ class FileSecretProvider(DocumentSecretProvider):
                 raw = handle.read(self.max_file_size + 1)
         except OSError as exc:
             raise SecretFileError(
-                f"secrets file {path} cannot be read: {type(exc).__name__}", path=path
+                f"secrets file {path} cannot be read: {_os_reason(exc)}", path=path
             ) from None
         if len(raw) > self.max_file_size:
             raise SecretFileError(
@@ -659,7 +660,7 @@ class FileSecretProvider(DocumentSecretProvider):
             fd = os.open(lock_path, flags, 0o600)
         except OSError as exc:
             raise SecretFileError(
-                f"cannot lock secrets file {path}: {type(exc).__name__}", path=path
+                f"cannot lock secrets file {path}: {_os_reason(exc)}", path=path
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -680,7 +681,7 @@ class FileSecretProvider(DocumentSecretProvider):
         except OSError as exc:
             raise SecretFileError(
                 f"cannot write secrets file {path}: its directory cannot be listed "
-                f"({type(exc).__name__})",
+                f"({_os_reason(exc)})",
                 path=path,
             ) from None
 
@@ -693,29 +694,56 @@ class FileSecretProvider(DocumentSecretProvider):
                 fd = os.open(tmp, flags, 0o600)
             except FileExistsError:
                 continue  # someone put something there: never write through it
+            except OSError as exc:
+                raise SecretFileError(
+                    f"cannot write secrets file {path}: {_os_reason(exc)}", path=path
+                ) from None
             break
         else:
             raise SecretFileError(f"cannot create a temporary file next to {path}", path=path)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # the creation mode is filtered by the umask
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                os.fchmod(fd, 0o600)  # the creation mode is filtered by the umask
+                _write_all(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
+                # The reason is the OS's text ("No space left on device"), never the data.
                 raise SecretFileError(
-                    f"cannot write secrets file {path}: {type(exc).__name__}", path=path
+                    f"cannot write secrets file {path}: {_os_reason(exc)}", path=path
                 ) from None
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise SecretFileError(
+                f"secrets file {path} was replaced, but its directory could not be synced to "
+                f"disk: {_os_reason(exc)}",
+                path=path,
+            ) from None
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _os_reason(exc: OSError) -> str:
+    """What went wrong, as the OS says it: ``No space left on device (ENOSPC)``."""
+    code = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    if exc.strerror and code:
+        return f"{exc.strerror} ({code})"
+    return exc.strerror or type(exc).__name__
 
 
 def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:

@@ -6,15 +6,20 @@ frame locals free of document text.
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from simpletuner_secrets.errors import SecretFileError
+from simpletuner_secrets.providers import file as file_module
 from simpletuner_secrets.providers.file import FileSecretProvider
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +90,29 @@ def test_existing_parents_keep_their_mode(tmp_path: Path) -> None:
     asyncio.run(FileSecretProvider(existing / "new" / "s.json").set("A", "1"))
     assert stat.S_IMODE(existing.stat().st_mode) == 0o755
     assert stat.S_IMODE((existing / "new").stat().st_mode) == 0o700
+
+
+# -- 4. a full disk ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["fsync", "write"])
+async def test_a_full_disk_names_the_reason_and_leaves_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """ENOSPC while writing: the error says "No space left on device"; nothing changes."""
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+    before = path.read_bytes()
+    provider = FileSecretProvider(path)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(file_module.os, failing, full)
+    with pytest.raises(SecretFileError, match="No space left on device") as info:
+        await provider.set("B", NEW_SECRET)
+    monkeypatch.undo()
+    assert str(path) in str(info.value)
+    assert SECRET not in str(info.value) and NEW_SECRET not in str(info.value)
+    assert path.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    assert await FileSecretProvider(path).get("B") is None
