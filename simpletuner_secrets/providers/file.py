@@ -385,7 +385,7 @@ class FileSecretProvider(DocumentSecretProvider):
             ):
                 raise _again(failure)  # the same malformed file: not parsed again
         try:
-            document, signature = self._read_document(path, st)
+            document, signature = self._read_document(path, st, is_link)
         except SecretFileError as exc:
             return self._keep_last_good(exc, signature)
         return self._commit(generation, document, signature)
@@ -464,7 +464,43 @@ class FileSecretProvider(DocumentSecretProvider):
             self._warned.add(marker)
         logger.warning("%s; make it a regular file of your own with mode 0600", what)
 
-    def _read_bytes(self, path: Path, st: os.stat_result) -> tuple[bytes, os.stat_result]:
+    def _check_directory(self, path: Path, dst: os.stat_result) -> None:
+        """Refuse the directory ``path`` is in when someone else could replace the file in it:
+        owned by another user (root excepted), or writable by others and not sticky."""
+        problems = []
+        if hasattr(os, "getuid") and dst.st_uid not in (os.getuid(), 0):
+            problems.append(f"is owned by another user (uid {dst.st_uid})")
+        mode = stat.S_IMODE(dst.st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            problems.append(f"is writable by others (mode {mode:04o})")
+        if problems:
+            raise SecretFileError(
+                f"secrets file {path}: its directory {path.parent} "
+                + " and ".join(problems)
+                + "; refused (strict_permissions)",
+                path=path,
+            )
+
+    def _open_beside(self, path: Path, name: str, flags: int, mode: int = 0o600) -> int:
+        """Open ``name`` in the directory of ``path``.
+
+        With ``strict_permissions`` the directory is opened first (symlinks followed, so a
+        link to another user's directory is judged by where it leads), checked through that
+        descriptor, and ``name`` is opened relative to it without following a symlink: what is
+        checked is what is opened.
+        """
+        if not self.strict_permissions:
+            return os.open(path.parent / name, flags, mode)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._check_directory(path, os.fstat(dir_fd))
+            return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _read_bytes(
+        self, path: Path, st: os.stat_result, *, is_link: bool
+    ) -> tuple[bytes, os.stat_result]:
         if not stat.S_ISREG(st.st_mode):
             raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
         if st.st_size > self.max_file_size:
@@ -473,14 +509,15 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not hang.
         flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-        if self.strict_permissions:
-            flags |= os.O_NOFOLLOW
         try:
-            fd = os.open(path, flags)
+            fd = self._open_beside(path, path.name, flags)
             with os.fdopen(fd, "rb") as handle:
                 fst = os.fstat(handle.fileno())
                 if not stat.S_ISREG(fst.st_mode):
                     raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
+                # The path's checks were made before the open; the file read is the one opened
+                # (a rename may have put another in its place since), so check that one.
+                self._check_safety(path, fst, is_link=is_link)
                 raw = handle.read(self.max_file_size + 1)
         except OSError as exc:
             raise SecretFileError(
@@ -492,8 +529,10 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         return raw, fst
 
-    def _read_document(self, path: Path, st: os.stat_result) -> tuple[dict[str, str], _Signature]:
-        raw, fst = self._read_bytes(path, st)
+    def _read_document(
+        self, path: Path, st: os.stat_result, is_link: bool = False
+    ) -> tuple[dict[str, str], _Signature]:
+        raw, fst = self._read_bytes(path, st, is_link=is_link)
         with self._state_lock:
             self.parses += 1
         return self._to_document(path, raw), _signature(fst)
@@ -565,7 +604,7 @@ class FileSecretProvider(DocumentSecretProvider):
             if found is not None:
                 st, _ = found
                 self._check_safety(target, st, is_link=False)
-                raw, _ = self._read_bytes(target, st)
+                raw, _ = self._read_bytes(target, st, is_link=False)
                 data = _native_mapping(target, _parse(target, raw, text_scalars=False))
             spellings = [k for k in data if normalize_key(k) == nkey]
             if value is None and not spellings:
@@ -655,9 +694,8 @@ class FileSecretProvider(DocumentSecretProvider):
     def _locked(self, path: Path) -> Iterator[None]:
         try:
             self._ensure_directory(path.parent)
-            lock_path = path.parent / f".{path.name}.lock"
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(lock_path, flags, 0o600)
+            fd = self._open_beside(path, f".{path.name}.lock", flags)
         except OSError as exc:
             raise SecretFileError(
                 f"cannot lock secrets file {path}: {_os_reason(exc)}", path=path

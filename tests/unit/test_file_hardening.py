@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,121 @@ def test_existing_parents_keep_their_mode(tmp_path: Path) -> None:
     asyncio.run(FileSecretProvider(existing / "new" / "s.json").set("A", "1"))
     assert stat.S_IMODE(existing.stat().st_mode) == 0o755
     assert stat.S_IMODE((existing / "new").stat().st_mode) == 0o700
+
+
+# -- 2. strict_permissions checks the opened file ----------------------------------------
+
+
+@pytest.fixture
+def swap_at_open(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, Path], list[int]]:
+    """Arrange for ``evil`` to be renamed over ``path`` just before the provider opens it."""
+
+    def arrange(path: Path, evil: Path) -> list[int]:
+        real_open = os.open
+        swaps: list[int] = []
+
+        def open_and_swap(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            is_target = os.path.basename(os.fspath(file)) == path.name
+            if is_target and not flags & (os.O_WRONLY | os.O_RDWR) and not swaps:
+                os.rename(evil, path)
+                swaps.append(1)
+            return real_open(file, flags, *args, **kwargs)
+
+        monkeypatch.setattr(file_module.os, "open", open_and_swap)
+        return swaps
+
+    return arrange
+
+
+@pytest.mark.parametrize("kind", ["readable-by-others", "owned-by-another-user"])
+async def test_strict_checks_the_file_it_opened_not_only_the_path(
+    tmp_path: Path, swap_at_open: Callable[[Path, Path], list[int]], kind: str
+) -> None:
+    """A file renamed over the checked path between the check and the open is refused."""
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+    evil = write(tmp_path / "evil.json", json.dumps({"A": EVIL}))
+    if kind == "readable-by-others":
+        evil.chmod(0o644)
+        expected = "readable by others"
+    else:
+        os.chown(evil, FOREIGN_UID, FOREIGN_UID)
+        expected = "owned by another user"
+    provider = FileSecretProvider(path, strict_permissions=True)
+    swaps = swap_at_open(path, evil)
+    with pytest.raises(SecretFileError, match=expected) as info:
+        value = await provider.get("A")
+        pytest.fail(f"the swapped-in file was read: {value!r}")
+    assert swaps == [1]
+    assert EVIL not in str(info.value) and SECRET not in str(info.value)
+
+
+async def test_lenient_warns_about_the_file_it_opened(
+    tmp_path: Path,
+    swap_at_open: Callable[[Path, Path], list[int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without strict_permissions the swapped-in file is read, but the warning is about it."""
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+    evil = write(tmp_path / "evil.json", json.dumps({"A": EVIL}), mode=0o644)
+    provider = FileSecretProvider(path)
+    swap_at_open(path, evil)
+    with caplog.at_level(logging.WARNING, logger="simpletuner_secrets"):
+        assert await provider.get("A") == EVIL
+    assert "readable by others (mode 0644)" in caplog.text
+    assert EVIL not in caplog.text
+
+
+@pytest.fixture
+def foreign_directory(tmp_path: Path) -> Path:
+    """A directory of uid 65534 holding a 0600 secrets file of our own."""
+    directory = tmp_path / "theirs"
+    write(directory / "s.json", json.dumps({"A": SECRET}))
+    directory.chmod(0o755)
+    os.chown(directory, FOREIGN_UID, FOREIGN_UID)
+    return directory
+
+
+@pytest.mark.parametrize("through_symlink", [True, False])
+async def test_strict_refuses_a_directory_of_another_user(
+    tmp_path: Path, foreign_directory: Path, through_symlink: bool
+) -> None:
+    """A secrets directory owned by another user (or a symlink to one) is refused when strict,
+    for reads and for writes, and nothing is created in it."""
+    directory = foreign_directory
+    if through_symlink:
+        directory = tmp_path / "mine"
+        directory.symlink_to(foreign_directory, target_is_directory=True)
+    provider = FileSecretProvider(directory / "s.json", strict_permissions=True)
+    with pytest.raises(SecretFileError, match=r"directory .* owned by another user") as info:
+        await provider.get("A")
+    assert SECRET not in str(info.value)
+    before = sorted(os.listdir(foreign_directory))
+    with pytest.raises(SecretFileError, match="owned by another user"):
+        await provider.set("B", "x")
+    assert sorted(os.listdir(foreign_directory)) == before
+    assert await FileSecretProvider(directory / "s.json").get("A") == SECRET  # lenient reads
+
+
+async def test_strict_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
+    """A world-writable (not sticky) directory lets anyone swap the file: refused when strict."""
+    directory = tmp_path / "open"
+    write(directory / "s.json", json.dumps({"A": SECRET}))
+    directory.chmod(0o777)
+    with pytest.raises(SecretFileError, match="writable by others"):
+        await FileSecretProvider(directory / "s.json", strict_permissions=True).get("A")
+    directory.chmod(0o1777)  # sticky, like /tmp: others cannot replace our file
+    strict = FileSecretProvider(directory / "s.json", strict_permissions=True)
+    assert await strict.get("A") == SECRET
+
+
+async def test_strict_still_reads_a_safe_file(tmp_path: Path) -> None:
+    """The new checks refuse nothing that is safe: our 0600 file in our 0700 directory."""
+    path = write(tmp_path / "d" / "s.json", json.dumps({"A": SECRET}))
+    path.parent.chmod(0o700)
+    provider = FileSecretProvider(path, strict_permissions=True)
+    assert await provider.get("A") == SECRET
+    await provider.set("B", "b")
+    assert await FileSecretProvider(path, strict_permissions=True).get("B") == "b"
 
 
 # -- 4. a full disk ----------------------------------------------------------------------
