@@ -556,6 +556,10 @@ class FileSecretProvider(DocumentSecretProvider):
     async def set(self, key: str, value: str) -> None:
         """Write ``key`` to the file atomically (0600 in a 0700 directory), under a lock.
 
+        Cancellation (``asyncio.wait_for``, a task cancel): a call cancelled before the write
+        began (while it waited for the lock held by another process, say) writes nothing, even
+        after the lock frees; one cancelled while writing still completes, atomically.
+
         Args:
             key: Any spelling of the key; stored normalized (other spellings are replaced).
             value: A non-empty string.
@@ -574,11 +578,10 @@ class FileSecretProvider(DocumentSecretProvider):
             raise ValueError(
                 f"the value for {nkey} is not valid Unicode text (it holds a lone surrogate)"
             )
-        write_limiter = _WRITES.current()
-        await anyio.to_thread.run_sync(self._update, nkey, value, limiter=write_limiter)
+        await self._run_update(nkey, value)
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key`` (every spelling of it) from the file.
+        """Remove ``key`` (every spelling of it) from the file; cancelled like `set`.
 
         Args:
             key: Any spelling of the key.
@@ -591,13 +594,32 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: The existing file is malformed or unsafe, or cannot be written.
         """
         nkey = normalize_key(key)
-        write_limiter = _WRITES.current()
-        return await anyio.to_thread.run_sync(self._update, nkey, None, limiter=write_limiter)
+        return await self._run_update(nkey, None)
 
-    def _update(self, nkey: str, value: str | None) -> bool:
+    async def _run_update(self, nkey: str, value: str | None) -> bool:
+        """Run the update in a worker thread; a caller that gives up cancels it if it can.
+
+        The thread cannot be stopped, so a cancelled (or timed-out) caller only sets a flag:
+        the worker looks at it once it holds the inter-process lock and again just before it
+        writes, and writes nothing if it is set. A write already under way completes, and
+        atomically: the file is then either the old one or the new one.
+        """
+        cancelled = threading.Event()
+        write_limiter = _WRITES.current()
+        try:
+            return await anyio.to_thread.run_sync(
+                self._update, nkey, value, cancelled, limiter=write_limiter
+            )
+        except BaseException:
+            cancelled.set()
+            raise
+
+    def _update(self, nkey: str, value: str | None, cancelled: threading.Event) -> bool:
         path = self.path
         target = self._write_target(path)
         with self._locked(target):
+            if cancelled.is_set():
+                return False  # the caller gave up while this waited for the lock
             self._remove_stale_temporaries(target)
             found = self._stat(target)
             data: dict[str, Any] = {}
@@ -619,6 +641,8 @@ class FileSecretProvider(DocumentSecretProvider):
                     f"secrets file {target} would be larger than {self.max_file_size} bytes",
                     path=target,
                 )
+            if cancelled.is_set():
+                return False
             self._write_atomically(target, body)
             document = self._to_document(target, body)
             signature = _signature(os.stat(target))

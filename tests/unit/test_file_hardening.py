@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,100 @@ async def test_strict_still_reads_a_safe_file(tmp_path: Path) -> None:
     assert await provider.get("A") == SECRET
     await provider.set("B", "b")
     assert await FileSecretProvider(path, strict_permissions=True).get("B") == "b"
+
+
+# -- 3. a write cut by a timeout ----------------------------------------------------------
+
+# Holds the lock until told to let go on stdin, and for 20 s at most: nothing can hang.
+LOCK_HOLDER = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+select.select([sys.stdin], [], [], 20)
+"""
+
+
+@pytest.fixture
+def lock_held_elsewhere(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """Another process holds the inter-process lock of ``tmp_path/s.json``; call to release."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / ".s.json.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().strip() == "locked"
+
+    def release() -> None:
+        if proc.poll() is None:
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            proc.wait(10)
+
+    try:
+        yield release
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_never_lands(
+    tmp_path: Path, lock_held_elsewhere: Callable[[], None]
+) -> None:
+    """set() cut by wait_for while another process holds the lock does not write later."""
+    path = write(tmp_path / "s.json", json.dumps({"A": "old"}))
+    provider = FileSecretProvider(path)
+    for key in ("A", "B"):  # two timed-out writes: neither may land
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(provider.set(key, NEW_SECRET), 0.2)
+    lock_held_elsewhere()
+    # A write after the release queues behind the cancelled ones (one lock, taken in turn),
+    # and by the time it is in the file they have had every chance to land.
+    await asyncio.wait_for(provider.set("C", "c"), 10)
+    await asyncio.sleep(0.3)
+    text = path.read_text()
+    assert NEW_SECRET not in text
+    assert json.loads(text) == {"A": "old", "C": "c"}
+    assert await FileSecretProvider(path).get("A") == "old"
+    assert await provider.get("A") == "old"
+    assert leftovers(tmp_path) == []
+
+
+async def test_a_write_not_cancelled_waits_for_the_lock_and_lands(
+    tmp_path: Path, lock_held_elsewhere: Callable[[], None]
+) -> None:
+    """The cancellation check does not drop writes whose caller is still waiting."""
+    path = write(tmp_path / "s.json", json.dumps({"A": "old"}))
+    provider = FileSecretProvider(path)
+    task = asyncio.ensure_future(provider.set("A", "new"))
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    lock_held_elsewhere()
+    await asyncio.wait_for(task, 10)
+    assert json.loads(path.read_text()) == {"A": "new"}
+
+
+async def test_a_delete_cancelled_while_waiting_for_the_lock_never_lands(
+    tmp_path: Path, lock_held_elsewhere: Callable[[], None]
+) -> None:
+    """delete() follows the same rule as set()."""
+    path = write(tmp_path / "s.json", json.dumps({"A": "old"}))
+    provider = FileSecretProvider(path)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(provider.delete("A"), 0.2)
+    lock_held_elsewhere()
+    await asyncio.wait_for(provider.set("C", "c"), 10)
+    await asyncio.sleep(0.3)
+    assert json.loads(path.read_text()) == {"A": "old", "C": "c"}
 
 
 # -- 4. a full disk ----------------------------------------------------------------------
