@@ -5,19 +5,21 @@ Reads and writes run in a worker thread; writes are atomic, 0600, and locked acr
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import yaml
@@ -539,6 +541,8 @@ class FileSecretProvider(DocumentSecretProvider):
 
     def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
         data = _parse(path, raw, text_scalars=True)
+        if not _is_yaml(path):
+            data = _json_values_as_text(data)
         try:
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
         except ProviderError as exc:
@@ -622,29 +626,27 @@ class FileSecretProvider(DocumentSecretProvider):
                 return False  # the caller gave up while this waited for the lock
             self._remove_stale_temporaries(target)
             found = self._stat(target)
-            data: dict[str, Any] = {}
+            raw: bytes | None = None
             if found is not None:
                 st, _ = found
                 self._check_safety(target, st, is_link=False)
                 raw, _ = self._read_bytes(target, st, is_link=False)
-                data = _native_mapping(target, _parse(target, raw, text_scalars=False))
-            spellings = [k for k in data if normalize_key(k) == nkey]
-            if value is None and not spellings:
-                return False
-            for spelling in spellings:
-                del data[spelling]
-            if value is not None:
-                data[nkey] = value
-            body = _dump(target, data)
+                self._to_document(target, raw)  # a file that does not read is not rewritten
+            if _is_yaml(target):
+                body = _rewrite_yaml(target, raw, nkey, value)
+            else:
+                body = _rewrite_json(target, raw, nkey, value)
+            if body is None:
+                return False  # nothing to delete
             if len(body) > self.max_file_size:
                 raise SecretFileError(
                     f"secrets file {target} would be larger than {self.max_file_size} bytes",
                     path=target,
                 )
+            document = self._to_document(target, body)
             if cancelled.is_set():
                 return False
             self._write_atomically(target, body)
-            document = self._to_document(target, body)
             signature = _signature(os.stat(target))
             with self._state_lock:
                 self._generation += 1
@@ -830,7 +832,10 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
             loader = _TextLoader if text_scalars else _RewriteLoader
             data = yaml.load(text, Loader=loader)
             return {} if data is None else data
-        return json.loads(text)
+        # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
+        return json.loads(
+            text, parse_float=_JSONNumber, parse_int=_JSONNumber, parse_constant=_JSONNumber
+        )
     except json.JSONDecodeError as exc:
         line = exc.lineno
     except _RefusedYAML as exc:
@@ -848,6 +853,214 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         pass
     where = f" at line {line}" if line is not None else ""
     raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
+
+
+class _JSONNumber(str):
+    """A JSON number, or NaN/Infinity, as the text it was written as."""
+
+    __slots__ = ()
+
+
+def _json_values_as_text(data: Any) -> Any:
+    """A parsed JSON object with its top-level values ready for `document_from_mapping`:
+    numbers as written, objects and arrays as compact JSON text with their numbers as written.
+    """
+    if not isinstance(data, dict):
+        return data
+    texts: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            value = _json_text(value)
+        elif isinstance(value, _JSONNumber):
+            value = str(value)
+        texts[key] = value
+    return texts
+
+
+def _json_text(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``, but numbers as they
+    were written; iterative, so a value the parser could nest is never too deep here."""
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple:  # punctuation queued with the members below
+            parts.append(item[0])
+        elif isinstance(item, _JSONNumber):
+            parts.append(str(item))
+        elif isinstance(item, str):
+            parts.append(json.dumps(item, ensure_ascii=False))
+        elif isinstance(item, dict):
+            parts.append("{")
+            queued: list[Any] = []
+            for i, (key, member) in enumerate(item.items()):
+                queued.append(("," * bool(i) + json.dumps(key, ensure_ascii=False) + ":",))
+                queued.append(member)
+            queued.append(("}",))
+            stack.extend(reversed(queued))
+        elif isinstance(item, list):
+            parts.append("[")
+            queued = []
+            for i, member in enumerate(item):
+                if i:
+                    queued.append((",",))
+                queued.append(member)
+            queued.append(("]",))
+            stack.extend(reversed(queued))
+        else:  # true, false, null
+            parts.append(json.dumps(item))
+    return "".join(parts)
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, position: int) -> int:
+    """The offset of the first character at or after ``position`` that is not JSON space."""
+    return _JSON_SPACE.match(text, position).end()  # type: ignore[union-attr]  # matches ""
+
+
+class _Member(NamedTuple):
+    """Where one top-level member of a JSON object is in the text."""
+
+    key: str
+    lead: int  # the start of the space before the key, just after "{" or ","
+    key_start: int
+    key_end: int
+    value_start: int
+    value_end: int
+
+
+def _json_members(path: Path, text: str) -> tuple[int, list[_Member], int]:
+    """The offsets of the object's "{", of each member, and of its "}".
+
+    ``text`` already parsed as a JSON object, so the scan cannot fail on the syntax. A value
+    holding NaN or Infinity refuses the rewrite: jq, Go and Node refuse such a file.
+    """
+    constants: list[str] = []
+
+    def constant(name: str) -> str:
+        constants.append(name)
+        return name
+
+    decoder = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=constant)
+    opening = _skip_space(text, 0)
+    position = opening + 1
+    members: list[_Member] = []
+    if text[_skip_space(text, position)] == "}":
+        return opening, members, _skip_space(text, position)
+    while True:
+        key_start = _skip_space(text, position)
+        key, key_end = json.decoder.scanstring(text, key_start + 1)  # type: ignore[attr-defined]
+        value_start = _skip_space(text, _skip_space(text, key_end) + 1)
+        value_end = decoder.raw_decode(text, value_start)[1]
+        if constants:
+            line = text.count("\n", 0, value_start) + 1
+            raise SecretFileError(
+                f"secrets file {path} holds NaN or Infinity at line {line}, which JSON does "
+                "not allow; not rewriting it (write the number, or quote it)",
+                path=path,
+                line=line,
+            )
+        members.append(_Member(key, position, key_start, key_end, value_start, value_end))
+        following = _skip_space(text, value_end)
+        if text[following] == "}":
+            return opening, members, following
+        position = following + 1  # just after the comma
+
+
+def _json_member(key: str, colon: str, value: str) -> str:
+    return json.dumps(key, ensure_ascii=False) + colon + json.dumps(value, ensure_ascii=False)
+
+
+def _rewrite_json(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
+    """The file's bytes with only ``nkey`` changed; None when there is nothing to delete.
+
+    The edit is made in the text: the other members keep their order, spacing, escapes and
+    number texts. A key already there keeps its place (its other spellings are removed); a
+    new key goes after the last one, spaced like it.
+    """
+    bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
+    text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
+    if not text.strip():
+        if value is None:
+            return None
+        text = "{\n  " + _json_member(nkey, ": ", value) + "\n}\n"
+        return bom + _encoded(path, text)
+    keep = 0 if value is None else 1  # the spelling replaced in place
+    changed = False
+    while True:
+        try:
+            opening, members, closing = _json_members(path, text)
+        except RecursionError:
+            # Near the interpreter's limit the read's parse may pass where this one, a few
+            # frames deeper, does not. Raised outside the handler: nothing chained.
+            opening = -1
+        if opening < 0:
+            raise SecretFileError(f"secrets file {path} is nested too deeply to rewrite", path=path)
+        hits = [i for i, member in enumerate(members) if normalize_key(member.key) == nkey]
+        if len(hits) <= keep:
+            break
+        text = _without_member(text, opening, members, closing, hits[-1])
+        changed = True
+    if value is None:
+        return bom + _encoded(path, text) if changed else None
+    if hits:
+        member = members[hits[0]]
+        colon = text[member.key_end : member.value_start]
+        new = _json_member(nkey, colon, value)
+        text = text[: member.key_start] + new + text[member.value_end :]
+    elif members:
+        last = members[-1]
+        space = text[last.lead : last.key_start]
+        if len(members) == 1 and "\n" not in space:
+            space = " "  # {"A": "1"} -> {"A": "1", "B": "2"}
+        colon = text[last.key_end : last.value_start]
+        new = "," + space + _json_member(nkey, colon, value)
+        text = text[: last.value_end] + new + text[last.value_end :]
+    else:
+        text = (
+            text[: opening + 1] + "\n  " + _json_member(nkey, ": ", value) + "\n" + text[closing:]
+        )
+    return bom + _encoded(path, text)
+
+
+def _without_member(
+    text: str, opening: int, members: list[_Member], closing: int, index: int
+) -> str:
+    """``text`` without member ``index`` and one comma next to it."""
+    if len(members) == 1:
+        return text[: opening + 1] + text[closing:]
+    if index < len(members) - 1:  # from its key to the next key: its own leading space stays
+        return text[: members[index].key_start] + text[members[index + 1].key_start :]
+    # The last: from the end of the value before it (its comma included) to its own end.
+    return text[: members[index - 1].value_end] + text[members[index].value_end :]
+
+
+def _encoded(path: Path, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass  # not chained: the error keeps the whole text in its ``object``
+    raise SecretFileError(
+        f"secrets file {path} cannot be written: it holds a value that is not encodable text",
+        path=path,
+    )
+
+
+def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
+    """The file's new bytes, written again by PyYAML; None when there is nothing to delete."""
+    data: dict[str, Any] = {}
+    if raw is not None:
+        data = _native_mapping(path, _parse(path, raw, text_scalars=False))
+    spellings = [k for k in data if normalize_key(k) == nkey]
+    if value is None and not spellings:
+        return None
+    for spelling in spellings:
+        del data[spelling]
+    if value is not None:
+        data[nkey] = value
+    return _dump(path, data)
 
 
 def _native_mapping(path: Path, data: Any) -> dict[str, Any]:

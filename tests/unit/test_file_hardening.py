@@ -327,3 +327,145 @@ async def test_a_full_disk_names_the_reason_and_leaves_the_file_alone(
     assert path.read_bytes() == before
     assert leftovers(tmp_path) == []
     assert await FileSecretProvider(path).get("B") is None
+
+
+# -- 5. JSON numbers and minimal edits ---------------------------------------------------
+
+NUMBERS = """{
+    "PRICE": 1.50,
+    "E": 1e2,
+    "HUGE": 1e400,
+    "TINY": -0.0e-400,
+    "INT": 0,
+    "BIG": 123456789012345678901234567890,
+    "NEST": {"x": 1.50, "l": [1e2, 1E+2, -1]}
+}
+"""
+
+
+async def test_json_numbers_read_back_as_written(tmp_path: Path) -> None:
+    """1.50 stays 1.50, 1e2 stays 1e2, 1e400 is not Infinity, nested numbers too."""
+    provider = FileSecretProvider(write(tmp_path / "s.json", NUMBERS))
+    document = await provider.document()
+    assert dict(document) == {
+        "PRICE": "1.50",
+        "E": "1e2",
+        "HUGE": "1e400",
+        "TINY": "-0.0e-400",
+        "INT": "0",
+        "BIG": "123456789012345678901234567890",
+        "NEST": '{"x":1.50,"l":[1e2,1E+2,-1]}',
+    }
+    assert all(type(v) is str for v in document.values())
+
+
+def strict_json(text: str) -> Any:
+    """Parse like jq, Go and Node: NaN and Infinity are errors."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_json_write_keeps_other_keys_text_order_and_indentation(tmp_path: Path) -> None:
+    """A write changes only its key: 1e400 is not turned into Infinity, nor 1.50 into 1.5."""
+    path = write(tmp_path / "s.json", NUMBERS)
+    provider = FileSecretProvider(path)
+    await provider.set("PRICE", "2")
+    assert path.read_text() == NUMBERS.replace('"PRICE": 1.50', '"PRICE": "2"')
+    await provider.set("NEW", "n")
+    expected = NUMBERS.replace('"PRICE": 1.50', '"PRICE": "2"').replace(
+        "-1]}\n}", '-1]},\n    "NEW": "n"\n}'
+    )
+    assert path.read_text() == expected
+    strict_json(path.read_text())
+    assert await FileSecretProvider(path).get("HUGE") == "1e400"
+    assert await FileSecretProvider(path).get("E") == "1e2"
+    assert await provider.delete("HUGE") is True
+    assert path.read_text() == expected.replace('    "HUGE": 1e400,\n', "")
+    assert await provider.delete("NEW") is True
+    assert await provider.delete("PRICE") is True
+    assert path.read_text() == NUMBERS.replace('    "PRICE": 1.50,\n', "").replace(
+        '    "HUGE": 1e400,\n', ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "key", "value", "after"),
+    [
+        ('{"A": "1", "B": 2.50}', "C", "3", '{"A": "1", "B": 2.50, "C": "3"}'),
+        ('{"A":"1","B":2.50}', "C", "3", '{"A":"1","B":2.50,"C":"3"}'),
+        ('{"A": "1"}\n', "C", "3", '{"A": "1", "C": "3"}\n'),
+        (
+            '{\n\t"B": 1e2,\n\t"A": "1"\n}\n',
+            "C",
+            "3",
+            '{\n\t"B": 1e2,\n\t"A": "1",\n\t"C": "3"\n}\n',
+        ),
+        ('{\r\n  "A": "1"\r\n}\r\n', "C", "3", '{\r\n  "A": "1",\r\n  "C": "3"\r\n}\r\n'),
+        ('{\n  "B": 1,\n  "A": "1"\n}', "A", "2", '{\n  "B": 1,\n  "A": "2"\n}'),
+        (
+            '{"hf-token": "a", "X": 1e2, "hf.token": "b"}',
+            "HF_TOKEN",
+            "c",
+            '{"HF_TOKEN": "c", "X": 1e2}',
+        ),
+        ('{"A": "1", "A": "2"}', "A", "3", '{"A": "3"}'),
+        ("{}", "A", "1", '{\n  "A": "1"\n}'),
+        ("{ \n }\n", "A", "1", '{\n  "A": "1"\n}\n'),
+        ("", "A", "1", '{\n  "A": "1"\n}\n'),
+        ('{"A": "1", "B": "2"}', "A", None, '{"B": "2"}'),
+        ('{"A": "1", "B": "2"}', "B", None, '{"A": "1"}'),
+        ('{\n  "A": "1"\n}\n', "A", None, "{}\n"),
+        ('{"A": "caf\\u00e9", "B": [1.0]}', "C", "é", '{"A": "caf\\u00e9", "B": [1.0], "C": "é"}'),
+    ],
+)
+async def test_json_edit_changes_only_its_key(
+    tmp_path: Path, before: str, key: str, value: str | None, after: str
+) -> None:
+    """Separators, indentation (spaces, tabs, CRLF), escapes and number texts stay as written."""
+    path = tmp_path / "s.json"
+    path.write_bytes(before.encode())
+    path.chmod(0o600)
+    provider = FileSecretProvider(path)
+    if value is None:
+        assert await provider.delete(key) is True
+    else:
+        await provider.set(key, value)
+    assert path.read_bytes().decode() == after
+    strict_json(after)
+    if value is not None:
+        assert await FileSecretProvider(path).get(key) == value
+
+
+async def test_json_write_keeps_a_byte_order_mark(tmp_path: Path) -> None:
+    """A file that starts with a BOM keeps it; only the key written changes."""
+    path = tmp_path / "s.json"
+    path.write_bytes(b'\xef\xbb\xbf{"A": 1.50}\n')
+    path.chmod(0o600)
+    await FileSecretProvider(path).set("B", "b")
+    assert path.read_bytes() == b'\xef\xbb\xbf{"A": 1.50, "B": "b"}\n'
+
+
+async def test_json_file_holding_nan_or_infinity_is_not_rewritten(tmp_path: Path) -> None:
+    """NaN/Infinity literals read as written, but a write refuses to keep them in the file."""
+    path = write(tmp_path / "s.json", '{"A": NaN, "B": [Infinity], "S": "' + SECRET + '"}')
+    before = path.read_bytes()
+    provider = FileSecretProvider(path)
+    assert await provider.get("A") == "NaN"
+    assert await provider.get("B") == "[Infinity]"
+    with pytest.raises(SecretFileError, match="NaN or Infinity") as info:
+        await provider.set("C", "c")
+    assert SECRET not in str(info.value)
+    assert path.read_bytes() == before
+
+
+async def test_json_value_written_is_json_text(tmp_path: Path) -> None:
+    """Values with quotes, backslashes, control and line-separator characters round-trip."""
+    path = write(tmp_path / "s.json", '{\n  "A": 1.50\n}\n')
+    value = 'q"b\\s\n\t\x00\u2028\u2029é🔑'
+    await FileSecretProvider(path).set("V", value)
+    assert strict_json(path.read_text())["V"] == value
+    assert await FileSecretProvider(path).get("V") == value
+    assert await FileSecretProvider(path).get("A") == "1.50"
