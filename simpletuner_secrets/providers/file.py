@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import anyio
 import yaml
@@ -168,6 +168,37 @@ def _again(failure: SecretFileError) -> SecretFileError:
     return SecretFileError(str(failure), path=failure.path, line=failure.line)
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _afresh(call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``call(...)``, with a `SecretFileError` it raises raised again as a new error from here.
+
+    Tracebacks keep every frame they pass through, and error reporters record those frames'
+    locals (Sentry by default, ``pytest --showlocals``, ``capture_locals=True``): the frames
+    that read, parsed or edited the file hold its whole text. The new error's traceback
+    starts here, and is raised outside the handler, so nothing chains back to them.
+    """
+    try:
+        return call(*args, **kwargs)
+    except SecretFileError as exc:
+        failure = _again(exc)
+    raise failure
+
+
+class _Sealed:
+    """A value on its way into the file; its repr is not the value (frame locals, logs)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret value>"
+
+
 def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
@@ -302,8 +333,10 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: The file is malformed, too large or unsafe, and no good document
                 was read before.
         """
-        document = self._document
+        # No local holds the last document across the load: a failure's traceback would show
+        # it (frame locals are captured by Sentry, `pytest --showlocals`, capture_locals).
         if self._timer() < self._fresh_until:
+            document = self._document
             if document is not None:
                 return document
             failure = self._failure
@@ -326,10 +359,11 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: See `document`.
         """
         nkey = normalize_key(key)
-        document: Mapping[str, str] | None = self._document
-        if document is None or self._timer() >= self._fresh_until:
-            document = await self.document()
-        return document.get(nkey)
+        document = self._document
+        if document is not None and self._timer() < self._fresh_until:
+            return document.get(nkey)
+        del document  # not held across the load (see `document`)
+        return (await self.document()).get(nkey)
 
     async def load_document(self) -> Mapping[str, str]:
         """Check the file in a worker thread and parse it again if it changed.
@@ -351,7 +385,7 @@ class FileSecretProvider(DocumentSecretProvider):
                 if self._document is None:
                     # No good document to serve: remember the failure for a second, so that
                     # lookups meanwhile neither stat nor parse the file again.
-                    self._failure = exc
+                    self._failure = _again(exc)  # kept without its traceback
                     self._reparse = False
                     self._fresh_until = self._timer() + RECHECK_S
             raise
@@ -370,17 +404,13 @@ class FileSecretProvider(DocumentSecretProvider):
         self._check_safety(path, st, is_link=is_link)
         signature = _signature(st)
         with self._state_lock:
-            last = self._document
-            if (
-                last is not None
-                and not self._reparse
-                and signature in (self._signature, self._bad_signature)
-            ):
+            unchanged = not self._reparse and signature in (self._signature, self._bad_signature)
+            if self._document is not None and unchanged:
                 self._fresh_until = self._timer() + RECHECK_S
-                return last
+                return self._document
             failure = self._failure
             if (
-                last is None
+                self._document is None
                 and failure is not None
                 and not self._reparse
                 and signature == self._bad_signature
@@ -534,6 +564,12 @@ class FileSecretProvider(DocumentSecretProvider):
     def _read_document(
         self, path: Path, st: os.stat_result, is_link: bool = False
     ) -> tuple[dict[str, str], _Signature]:
+        """Read and parse the file; its errors are raised afresh from here (see `_afresh`)."""
+        return _afresh(self._load_document, path, st, is_link)
+
+    def _load_document(
+        self, path: Path, st: os.stat_result, is_link: bool
+    ) -> tuple[dict[str, str], _Signature]:
         raw, fst = self._read_bytes(path, st, is_link=is_link)
         with self._state_lock:
             self.parses += 1
@@ -582,7 +618,9 @@ class FileSecretProvider(DocumentSecretProvider):
             raise ValueError(
                 f"the value for {nkey} is not valid Unicode text (it holds a lone surrogate)"
             )
-        await self._run_update(nkey, value)
+        sealed = _Sealed(value)
+        del value  # from here on only the sealed value, whose repr hides it (frame locals)
+        await self._run_update(nkey, sealed)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` (every spelling of it) from the file; cancelled like `set`.
@@ -600,7 +638,7 @@ class FileSecretProvider(DocumentSecretProvider):
         nkey = normalize_key(key)
         return await self._run_update(nkey, None)
 
-    async def _run_update(self, nkey: str, value: str | None) -> bool:
+    async def _run_update(self, nkey: str, value: _Sealed | None) -> bool:
         """Run the update in a worker thread; a caller that gives up cancels it if it can.
 
         The thread cannot be stopped, so a cancelled (or timed-out) caller only sets a flag:
@@ -618,43 +656,50 @@ class FileSecretProvider(DocumentSecretProvider):
             cancelled.set()
             raise
 
-    def _update(self, nkey: str, value: str | None, cancelled: threading.Event) -> bool:
+    def _update(self, nkey: str, value: _Sealed | None, cancelled: threading.Event) -> bool:
         path = self.path
         target = self._write_target(path)
         with self._locked(target):
             if cancelled.is_set():
                 return False  # the caller gave up while this waited for the lock
-            self._remove_stale_temporaries(target)
-            found = self._stat(target)
-            raw: bytes | None = None
-            if found is not None:
-                st, _ = found
-                self._check_safety(target, st, is_link=False)
-                raw, _ = self._read_bytes(target, st, is_link=False)
-                self._to_document(target, raw)  # a file that does not read is not rewritten
-            if _is_yaml(target):
-                body = _rewrite_yaml(target, raw, nkey, value)
-            else:
-                body = _rewrite_json(target, raw, nkey, value)
-            if body is None:
-                return False  # nothing to delete
-            if len(body) > self.max_file_size:
-                raise SecretFileError(
-                    f"secrets file {target} would be larger than {self.max_file_size} bytes",
-                    path=target,
-                )
-            document = self._to_document(target, body)
-            if cancelled.is_set():
-                return False
-            self._write_atomically(target, body)
-            signature = _signature(os.stat(target))
-            with self._state_lock:
-                self._generation += 1
-                self._document = document
-                self._signature = signature
-                self._bad_signature = None
-                self._failure = None
-                self._fresh_until = self._timer() + RECHECK_S
+            # The frames below hold the file's text and data: errors are raised afresh here.
+            return _afresh(self._rewrite, target, nkey, value, cancelled)
+
+    def _rewrite(
+        self, target: Path, nkey: str, sealed: _Sealed | None, cancelled: threading.Event
+    ) -> bool:
+        value = sealed.value if sealed is not None else None
+        self._remove_stale_temporaries(target)
+        found = self._stat(target)
+        raw: bytes | None = None
+        if found is not None:
+            st, _ = found
+            self._check_safety(target, st, is_link=False)
+            raw, _ = self._read_bytes(target, st, is_link=False)
+            self._to_document(target, raw)  # a file that does not read is not rewritten
+        if _is_yaml(target):
+            body = _rewrite_yaml(target, raw, nkey, value)
+        else:
+            body = _rewrite_json(target, raw, nkey, value)
+        if body is None:
+            return False  # nothing to delete
+        if len(body) > self.max_file_size:
+            raise SecretFileError(
+                f"secrets file {target} would be larger than {self.max_file_size} bytes",
+                path=target,
+            )
+        document = self._to_document(target, body)
+        if cancelled.is_set():
+            return False
+        self._write_atomically(target, body)
+        signature = _signature(os.stat(target))
+        with self._state_lock:
+            self._generation += 1
+            self._document = document
+            self._signature = signature
+            self._bad_signature = None
+            self._failure = None
+            self._fresh_until = self._timer() + RECHECK_S
         return True
 
     def _write_target(self, path: Path) -> Path:

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -469,3 +470,114 @@ async def test_json_value_written_is_json_text(tmp_path: Path) -> None:
     assert strict_json(path.read_text())["V"] == value
     assert await FileSecretProvider(path).get("V") == value
     assert await FileSecretProvider(path).get("A") == "1.50"
+
+
+# -- 6. frame locals ---------------------------------------------------------------------
+
+MALFORMED: list[tuple[str, str, str | bytes]] = [
+    ("bad-json-after-a-secret", "s.json", '{\n  "A": "' + SECRET + '",\n  "B": oops\n}\n'),
+    ("json-not-an-object", "s.json", '["' + SECRET + '"]'),
+    ("json-invalid-key", "s.json", '{"A": "' + SECRET + '", "": "x"}'),
+    ("bad-yaml", "s.yaml", "A: " + SECRET + "\nB: [unclosed\n"),
+    ("yaml-with-a-tag", "s.yaml", "A: " + SECRET + "\nB: !vault " + SECRET + "\n"),
+    ("yaml-alias", "s.yaml", "A: &a " + SECRET + "\nB: *a\n"),
+    ("yaml-huge-int", "s.yaml", "A: " + SECRET + "\nB: [0x" + "F" * 4000 + "]\n"),
+    ("not-utf8", "s.json", b'{"A": "' + SECRET.encode() + b'\xff"}'),
+]
+
+
+def make_malformed(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    path.chmod(0o600)
+    return path
+
+
+def formatted_with_locals(exc: BaseException) -> str:
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+@pytest.mark.parametrize(("name", "content"), [pytest.param(n, c, id=i) for i, n, c in MALFORMED])
+async def test_frame_locals_of_a_malformed_file_error_hold_no_secret(
+    tmp_path: Path, name: str, content: str | bytes
+) -> None:
+    """capture_locals (Sentry, --showlocals) of the error shows no document text, on read,
+    on a repeated read, on write and on delete."""
+    path = make_malformed(tmp_path, name, content)
+    del content
+    provider = FileSecretProvider(path)
+    for attempt in ("get", "get-again", "set", "delete"):
+        try:
+            if attempt == "set":
+                await provider.set("C", NEW_SECRET)
+            elif attempt == "delete":
+                await provider.delete("A")
+            else:
+                await provider.get("A")
+        except SecretFileError as exc:
+            shown = formatted_with_locals(exc)
+        else:
+            pytest.fail(f"{attempt} of {name} did not raise")
+        assert str(path) in shown, attempt
+        assert SECRET not in shown, (attempt, shown)
+        assert NEW_SECRET not in shown, (attempt, shown)
+        del shown
+
+
+async def test_frame_locals_of_an_oversized_file_error_hold_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that grew past max_file_size between the stat and the read leaves no text."""
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+    provider = FileSecretProvider(path, max_file_size=len(path.read_bytes()))
+    real_stat = os.lstat
+
+    def grown_after_stat(p: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real_stat(p, *args, **kwargs)
+        if os.fspath(p) == str(path):
+            with open(path, "a") as handle:
+                handle.write(" " * 10)
+        return result
+
+    monkeypatch.setattr(file_module.os, "lstat", grown_after_stat)
+    with pytest.raises(SecretFileError, match="larger than") as info:
+        await provider.get("A")
+    monkeypatch.undo()
+    assert SECRET not in formatted_with_locals(info.value)
+
+
+async def test_frame_locals_of_a_full_disk_error_hold_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write error of a full disk carries neither the file's secrets nor the new value."""
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    provider = FileSecretProvider(path)
+    await provider.get("A")
+    monkeypatch.setattr(file_module.os, "fsync", full)
+    with pytest.raises(SecretFileError) as info:
+        await provider.set("B", NEW_SECRET)
+    monkeypatch.undo()
+    shown = formatted_with_locals(info.value)
+    assert SECRET not in shown and NEW_SECRET not in shown
+
+
+async def test_frame_locals_of_a_refusal_after_a_good_read_hold_no_secret(tmp_path: Path) -> None:
+    """A file that turns unsafe after a good read is refused when strict: the last good
+    document it held is in no frame of the error."""
+    now = [0.0]
+    path = write(tmp_path / "s.json", json.dumps({"A": SECRET}))
+    provider = FileSecretProvider(path, strict_permissions=True, timer=lambda: now[0])
+    assert await provider.get("A") == SECRET
+    path.chmod(0o644)
+    now[0] += 2
+    with pytest.raises(SecretFileError, match="readable by others") as info:
+        await provider.get("A")
+    assert SECRET not in formatted_with_locals(info.value)
+    with pytest.raises(SecretFileError, match="readable by others") as info:
+        await provider.set("B", NEW_SECRET)
+    shown = formatted_with_locals(info.value)
+    assert SECRET not in shown and NEW_SECRET not in shown
