@@ -229,7 +229,13 @@ class FileSecretProvider(DocumentSecretProvider):
 
     Safety: a group- or world-readable file, a symlink (followed), or a file owned by another
     user is read with one warning per file state, or refused with `SecretFileError` when
-    ``strict_permissions`` is set. Errors name the path and line, never a value.
+    ``strict_permissions`` is set. These checks are made on the file opened (``fstat``), not
+    only on the path; when strict, its directory must also be ours (or root's) and not
+    writable by others. Errors name the path and line, never a value, and no frame of their
+    tracebacks holds the file's text.
+
+    Formats: numbers read back as the text written (``1.50``, ``1e400``). A JSON write edits
+    the file's text, so only the key written changes; YAML is written again by PyYAML.
 
     Args:
         file_path: The file; None for the default locations.
@@ -858,6 +864,9 @@ def _os_reason(exc: OSError) -> str:
 def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     """Parse a file's bytes as JSON or YAML (by extension); a blank file is empty.
 
+    JSON numbers always come back as `_JSONNumber` text; ``text_scalars`` picks the YAML
+    loader (the read's, or the rewrite's that keeps native values).
+
     Parser messages quote the offending line, which may hold a secret: only the path, the line
     number and a fixed description travel on, and the parser's exception is not chained.
     """
@@ -1127,22 +1136,20 @@ def _encodable(text: str) -> bool:
 
 
 def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
-    """The file's new bytes; `SecretFileError` when a value it holds cannot be written out.
+    """A YAML file's new bytes; `SecretFileError` when a value it holds cannot be written out.
 
-    The encoder's own errors are not chained: a `UnicodeEncodeError` keeps the whole text it
-    failed on (every secret of the file) in its ``object`` attribute.
+    (JSON files are edited in their text instead: `_rewrite_json`.) The encoder's own errors
+    are not chained: a `UnicodeEncodeError` keeps the whole text it failed on (every secret of
+    the file) in its ``object`` attribute.
     """
     try:
-        if _is_yaml(path):
-            text = yaml.dump(
-                dict(data),
-                Dumper=_Dumper,
-                default_flow_style=False,
-                sort_keys=True,
-                allow_unicode=True,
-            )
-        else:
-            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        text = yaml.dump(
+            dict(data),
+            Dumper=_Dumper,
+            default_flow_style=False,
+            sort_keys=True,
+            allow_unicode=True,
+        )
         return text.encode("utf-8")
     except (ValueError, RecursionError):
         pass  # a lone surrogate read from a \ud800 escape, an integer too long to print
