@@ -983,13 +983,13 @@ class _Member(NamedTuple):
     key_end: int
     value_start: int
     value_end: int
+    nonfinite: bool  # the value holds NaN or Infinity
 
 
 def _json_members(path: Path, text: str) -> tuple[int, list[_Member], int]:
     """The offsets of the object's "{", of each member, and of its "}".
 
-    ``text`` already parsed as a JSON object, so the scan cannot fail on the syntax. A value
-    holding NaN or Infinity refuses the rewrite: jq, Go and Node refuse such a file.
+    ``text`` already parsed as a JSON object, so the scan cannot fail on the syntax.
     """
     constants: list[str] = []
 
@@ -1008,19 +1008,26 @@ def _json_members(path: Path, text: str) -> tuple[int, list[_Member], int]:
         key, key_end = json.decoder.scanstring(text, key_start + 1)  # type: ignore[attr-defined]
         value_start = _skip_space(text, _skip_space(text, key_end) + 1)
         value_end = decoder.raw_decode(text, value_start)[1]
-        if constants:
-            line = text.count("\n", 0, value_start) + 1
-            raise SecretFileError(
-                f"secrets file {path} holds NaN or Infinity at line {line}, which JSON does "
-                "not allow; not rewriting it (write the number, or quote it)",
-                path=path,
-                line=line,
-            )
-        members.append(_Member(key, position, key_start, key_end, value_start, value_end))
+        nonfinite = bool(constants)
+        constants.clear()
+        members.append(
+            _Member(key, position, key_start, key_end, value_start, value_end, nonfinite)
+        )
         following = _skip_space(text, value_end)
         if text[following] == "}":
             return opening, members, following
         position = following + 1  # just after the comma
+
+
+def _scan_json(path: Path, text: str) -> tuple[int, list[_Member], int]:
+    """`_json_members`, with a `RecursionError` turned into a `SecretFileError`."""
+    try:
+        return _json_members(path, text)
+    except RecursionError:
+        # Near the interpreter's limit the read's parse may pass where this one, a few frames
+        # deeper, does not. Raised outside the handler: nothing chained.
+        pass
+    raise SecretFileError(f"secrets file {path} is nested too deeply to rewrite", path=path)
 
 
 def _json_member(key: str, colon: str, value: str) -> str:
@@ -1044,21 +1051,16 @@ def _rewrite_json(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     keep = 0 if value is None else 1  # the spelling replaced in place
     changed = False
     while True:
-        try:
-            opening, members, closing = _json_members(path, text)
-        except RecursionError:
-            # Near the interpreter's limit the read's parse may pass where this one, a few
-            # frames deeper, does not. Raised outside the handler: nothing chained.
-            opening = -1
-        if opening < 0:
-            raise SecretFileError(f"secrets file {path} is nested too deeply to rewrite", path=path)
+        opening, members, closing = _scan_json(path, text)
         hits = [i for i, member in enumerate(members) if normalize_key(member.key) == nkey]
         if len(hits) <= keep:
             break
         text = _without_member(text, opening, members, closing, hits[-1])
         changed = True
     if value is None:
-        return bom + _encoded(path, text) if changed else None
+        if not changed:
+            return None
+        return bom + _encoded(path, _finite(path, text))
     if hits:
         member = members[hits[0]]
         colon = text[member.key_end : member.value_start]
@@ -1076,7 +1078,22 @@ def _rewrite_json(path: Path, raw: bytes | None, nkey: str, value: str | None) -
         text = (
             text[: opening + 1] + "\n  " + _json_member(nkey, ": ", value) + "\n" + text[closing:]
         )
-    return bom + _encoded(path, text)
+    return bom + _encoded(path, _finite(path, text))
+
+
+def _finite(path: Path, text: str) -> str:
+    """``text``, unless a member holds NaN or Infinity: jq, Go and Node refuse such a file, so
+    it is not written (removing or replacing the key that holds one is fine)."""
+    for member in _scan_json(path, text)[1]:
+        if member.nonfinite:
+            line = text.count("\n", 0, member.value_start) + 1
+            raise SecretFileError(
+                f"secrets file {path} holds NaN or Infinity at line {line}, which JSON does "
+                "not allow; not rewriting it (write the number, or quote it)",
+                path=path,
+                line=line,
+            )
+    return text
 
 
 def _without_member(

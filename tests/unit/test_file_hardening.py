@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from simpletuner_secrets import normalize_key
 from simpletuner_secrets.errors import SecretFileError
 from simpletuner_secrets.providers import file as file_module
 from simpletuner_secrets.providers.file import FileSecretProvider
@@ -462,6 +465,29 @@ async def test_json_file_holding_nan_or_infinity_is_not_rewritten(tmp_path: Path
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "after"),
+    [("A", "1", '{"A": "1", "S": "x"}'), ("A", None, '{"S": "x"}'), ("S", "y", None)],
+)
+async def test_json_key_holding_nan_can_be_replaced_or_deleted(
+    tmp_path: Path, key: str, value: str | None, after: str | None
+) -> None:
+    """Only what stays in the file counts: replacing or deleting the NaN key is a fix."""
+    path = write(tmp_path / "s.json", '{"A": NaN, "S": "x"}')
+    provider = FileSecretProvider(path)
+    if after is None:
+        with pytest.raises(SecretFileError, match="NaN or Infinity at line 1"):
+            await provider.set(key, "y")
+        assert path.read_text() == '{"A": NaN, "S": "x"}'
+        return
+    if value is None:
+        assert await provider.delete(key) is True
+    else:
+        await provider.set(key, value)
+    assert path.read_text() == after
+    strict_json(after)
+
+
 async def test_json_value_written_is_json_text(tmp_path: Path) -> None:
     """Values with quotes, backslashes, control and line-separator characters round-trip."""
     path = write(tmp_path / "s.json", '{\n  "A": 1.50\n}\n')
@@ -581,3 +607,57 @@ async def test_frame_locals_of_a_refusal_after_a_good_read_hold_no_secret(tmp_pa
         await provider.set("B", NEW_SECRET)
     shown = formatted_with_locals(info.value)
     assert SECRET not in shown and NEW_SECRET not in shown
+
+
+json_values = st.one_of(
+    st.text(max_size=8),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(
+        st.text(max_size=3), st.floats(allow_nan=False, allow_infinity=False), max_size=2
+    ),
+)
+SPELLINGS = ["A", "a", "B_C", "b-c", "b.c", "D"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    members=st.dictionaries(st.sampled_from(SPELLINGS), json_values, max_size=6),
+    layout=st.sampled_from(
+        [(None, (", ", ": ")), (None, (",", ":")), (2, None), (4, None), ("\t", None), (0, None)]
+    ),
+    key=st.sampled_from(["A", "B_C", "D", "E"]),
+    value=st.one_of(st.none(), st.text(min_size=1, max_size=8)),
+)
+def test_json_edit_matches_a_dict_edit(
+    members: dict[str, Any], layout: tuple[Any, Any], key: str, value: str | None
+) -> None:
+    """Any layout, any spellings: the edited text parses to the edited member list, in order,
+    with every other member's text left as it was."""
+    indent, separators = layout
+    text = json.dumps(members, indent=indent, separators=separators, ensure_ascii=False)
+    spellings = [k for k in members if normalize_key(k) == key]
+    expected: list[tuple[str, Any]] = []
+    for name, member in members.items():
+        if name not in spellings:
+            expected.append((name, member))
+        elif value is not None and name == spellings[0]:
+            expected.append((key, value))
+    if value is not None and not spellings:
+        expected.append((key, value))
+    body = file_module._rewrite_json(Path("s.json"), text.encode(), key, value)
+    if value is None and not spellings:
+        assert body is None
+        return
+    assert body is not None
+    edited = body.decode()
+    assert list(strict_json(edited).items()) == expected
+    for name, member in members.items():
+        if name not in spellings:  # the other members' text is still in the file as it was
+            alone = json.dumps(
+                {name: member}, indent=indent, separators=separators, ensure_ascii=False
+            )
+            assert alone[1:-1].strip() in edited
