@@ -519,8 +519,8 @@ class FileSecretProvider(DocumentSecretProvider):
                 path=path,
             )
 
-    def _open_beside(self, path: Path, name: str, flags: int, mode: int = 0o600) -> int:
-        """Open ``name`` in the directory of ``path``.
+    def _open_beside(self, path: Path, name: str | None, flags: int, mode: int = 0o600) -> int:
+        """Open ``name`` in the directory of ``path`` (None: ``path`` itself).
 
         With ``strict_permissions`` the directory is opened first (symlinks followed, so a
         link to another user's directory is judged by where it leads), checked through that
@@ -528,10 +528,11 @@ class FileSecretProvider(DocumentSecretProvider):
         checked is what is opened.
         """
         if not self.strict_permissions:
-            return os.open(path.parent / name, flags, mode)
+            return os.open(path if name is None else path.parent / name, flags, mode)
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             self._check_directory(path, os.fstat(dir_fd))
+            name = path.name if name is None else name
             return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
@@ -548,7 +549,7 @@ class FileSecretProvider(DocumentSecretProvider):
         # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not hang.
         flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = self._open_beside(path, path.name, flags)
+            fd = self._open_beside(path, None, flags)
             with os.fdopen(fd, "rb") as handle:
                 fst = os.fstat(handle.fileno())
                 if not stat.S_ISREG(fst.st_mode):
@@ -921,6 +922,11 @@ def _json_values_as_text(data: Any) -> Any:
     """
     if not isinstance(data, dict):
         return data
+    for value in data.values():
+        if type(value) is not str:
+            break
+    else:
+        return data  # the common case, strings only: nothing to convert
     texts: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, (dict, list)):
