@@ -683,10 +683,11 @@ class FileSecretProvider(DocumentSecretProvider):
             st, _ = found
             self._check_safety(target, st, is_link=False)
             raw, _ = self._read_bytes(target, st, is_link=False)
-            self._to_document(target, raw)  # a file that does not read is not rewritten
         if _is_yaml(target):
             body = _rewrite_yaml(target, raw, nkey, value)
         else:
+            if raw is not None:
+                self._to_document(target, raw)  # a file that does not read is not edited
             body = _rewrite_json(target, raw, nkey, value)
         if body is None:
             return False  # nothing to delete
@@ -1130,7 +1131,14 @@ def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     data: dict[str, Any] = {}
     if raw is not None:
         data = _native_mapping(path, _parse(path, raw, text_scalars=False))
-    spellings = [k for k in data if normalize_key(k) == nkey]
+    try:
+        spellings = [k for k in data if normalize_key(k) == nkey]
+    except ValueError:
+        spellings = None  # raised below, outside the handler
+    if spellings is None:
+        raise SecretFileError(
+            f"secrets file {path} has an invalid key; not rewriting it", path=path
+        )
     if value is None and not spellings:
         return None
     for spelling in spellings:
