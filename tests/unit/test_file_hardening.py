@@ -498,6 +498,20 @@ async def test_json_value_written_is_json_text(tmp_path: Path) -> None:
     assert await FileSecretProvider(path).get("A") == "1.50"
 
 
+@pytest.mark.parametrize(
+    ("name", "text"), [("s.yaml", '"": x\nA: y\n'), ("s.json", '{"": "x", "A": "y"}')]
+)
+async def test_a_file_with_an_invalid_key_is_not_rewritten(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """A key that does not normalize (empty) refuses the write with SecretFileError, not a
+    bare ValueError, and the file is left as it was."""
+    path = write(tmp_path / name, text)
+    with pytest.raises(SecretFileError, match="invalid key"):
+        await FileSecretProvider(path).set("B", "1")
+    assert path.read_text() == text
+
+
 # -- 6. frame locals ---------------------------------------------------------------------
 
 MALFORMED: list[tuple[str, str, str | bytes]] = [
