@@ -5,18 +5,21 @@ Reads and writes run in a worker thread; writes are atomic, 0600, and locked acr
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import anyio
 import yaml
@@ -166,6 +169,37 @@ def _again(failure: SecretFileError) -> SecretFileError:
     return SecretFileError(str(failure), path=failure.path, line=failure.line)
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _afresh(call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``call(...)``, with a `SecretFileError` it raises raised again as a new error from here.
+
+    Tracebacks keep every frame they pass through, and error reporters record those frames'
+    locals (Sentry by default, ``pytest --showlocals``, ``capture_locals=True``): the frames
+    that read, parsed or edited the file hold its whole text. The new error's traceback
+    starts here, and is raised outside the handler, so nothing chains back to them.
+    """
+    try:
+        return call(*args, **kwargs)
+    except SecretFileError as exc:
+        failure = _again(exc)
+    raise failure
+
+
+class _Sealed:
+    """A value on its way into the file; its repr is not the value (frame locals, logs)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret value>"
+
+
 def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
@@ -196,7 +230,13 @@ class FileSecretProvider(DocumentSecretProvider):
 
     Safety: a group- or world-readable file, a symlink (followed), or a file owned by another
     user is read with one warning per file state, or refused with `SecretFileError` when
-    ``strict_permissions`` is set. Errors name the path and line, never a value.
+    ``strict_permissions`` is set. These checks are made on the file opened (``fstat``), not
+    only on the path; when strict, its directory must also be ours (or root's) and not
+    writable by others. Errors name the path and line, never a value, and no frame of their
+    tracebacks holds the file's text.
+
+    Formats: numbers read back as the text written (``1.50``, ``1e400``). A JSON write edits
+    the file's text, so only the key written changes; YAML is written again by PyYAML.
 
     Args:
         file_path: The file; None for the default locations.
@@ -305,8 +345,10 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: The file is malformed, too large or unsafe, and no good document
                 was read before.
         """
-        document = self._document
+        # No local holds the last document across the load: a failure's traceback would show
+        # it (frame locals are captured by Sentry, `pytest --showlocals`, capture_locals).
         if self._timer() < self._fresh_until:
+            document = self._document
             if document is not None:
                 return document
             failure = self._failure
@@ -329,10 +371,11 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: See `document`.
         """
         nkey = normalize_key(key)
-        document: Mapping[str, str] | None = self._document
-        if document is None or self._timer() >= self._fresh_until:
-            document = await self.document()
-        return document.get(nkey)
+        document = self._document
+        if document is not None and self._timer() < self._fresh_until:
+            return document.get(nkey)
+        del document  # not held across the load (see `document`)
+        return (await self.document()).get(nkey)
 
     async def load_document(self) -> Mapping[str, str]:
         """Check the file in a worker thread and parse it again if it changed.
@@ -354,7 +397,7 @@ class FileSecretProvider(DocumentSecretProvider):
                 if self._document is None:
                     # No good document to serve: remember the failure for a second, so that
                     # lookups meanwhile neither stat nor parse the file again.
-                    self._failure = exc
+                    self._failure = _again(exc)  # kept without its traceback
                     self._reparse = False
                     self._fresh_until = self._timer() + RECHECK_S
             raise
@@ -373,24 +416,20 @@ class FileSecretProvider(DocumentSecretProvider):
         self._check_safety(path, st, is_link=is_link)
         signature = _signature(st)
         with self._state_lock:
-            last = self._document
-            if (
-                last is not None
-                and not self._reparse
-                and signature in (self._signature, self._bad_signature)
-            ):
+            unchanged = not self._reparse and signature in (self._signature, self._bad_signature)
+            if self._document is not None and unchanged:
                 self._fresh_until = self._timer() + RECHECK_S
-                return last
+                return self._document
             failure = self._failure
             if (
-                last is None
+                self._document is None
                 and failure is not None
                 and not self._reparse
                 and signature == self._bad_signature
             ):
                 raise _again(failure)  # the same malformed file: not parsed again
         try:
-            document, signature = self._read_document(path, st)
+            document, signature = self._read_document(path, st, is_link)
         except SecretFileError as exc:
             return self._keep_last_good(exc, signature)
         return self._commit(generation, document, signature)
@@ -446,7 +485,7 @@ class FileSecretProvider(DocumentSecretProvider):
             return None
         except OSError as exc:
             raise SecretFileError(
-                f"secrets file {path} cannot be inspected: {type(exc).__name__}", path=path
+                f"secrets file {path} cannot be inspected: {_os_reason(exc)}", path=path
             ) from None
 
     def _check_safety(self, path: Path, st: os.stat_result, *, is_link: bool) -> None:
@@ -469,7 +508,44 @@ class FileSecretProvider(DocumentSecretProvider):
             self._warned.add(marker)
         logger.warning("%s; make it a regular file of your own with mode 0600", what)
 
-    def _read_bytes(self, path: Path, st: os.stat_result) -> tuple[bytes, os.stat_result]:
+    def _check_directory(self, path: Path, dst: os.stat_result) -> None:
+        """Refuse the directory ``path`` is in when someone else could replace the file in it:
+        owned by another user (root excepted), or writable by others and not sticky."""
+        problems = []
+        if hasattr(os, "getuid") and dst.st_uid not in (os.getuid(), 0):
+            problems.append(f"is owned by another user (uid {dst.st_uid})")
+        mode = stat.S_IMODE(dst.st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            problems.append(f"is writable by others (mode {mode:04o})")
+        if problems:
+            raise SecretFileError(
+                f"secrets file {path}: its directory {path.parent} "
+                + " and ".join(problems)
+                + "; refused (strict_permissions)",
+                path=path,
+            )
+
+    def _open_beside(self, path: Path, name: str | None, flags: int, mode: int = 0o600) -> int:
+        """Open ``name`` in the directory of ``path`` (None: ``path`` itself).
+
+        With ``strict_permissions`` the directory is opened first (symlinks followed, so a
+        link to another user's directory is judged by where it leads), checked through that
+        descriptor, and ``name`` is opened relative to it without following a symlink: what is
+        checked is what is opened.
+        """
+        if not self.strict_permissions:
+            return os.open(path if name is None else path.parent / name, flags, mode)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._check_directory(path, os.fstat(dir_fd))
+            name = path.name if name is None else name
+            return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _read_bytes(
+        self, path: Path, st: os.stat_result, *, is_link: bool
+    ) -> tuple[bytes, os.stat_result]:
         if not stat.S_ISREG(st.st_mode):
             raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
         if st.st_size > self.max_file_size:
@@ -478,18 +554,19 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not hang.
         flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-        if self.strict_permissions:
-            flags |= os.O_NOFOLLOW
         try:
-            fd = os.open(path, flags)
+            fd = self._open_beside(path, None, flags)
             with os.fdopen(fd, "rb") as handle:
                 fst = os.fstat(handle.fileno())
                 if not stat.S_ISREG(fst.st_mode):
                     raise SecretFileError(f"secrets file {path} is not a regular file", path=path)
+                # The path's checks were made before the open; the file read is the one opened
+                # (a rename may have put another in its place since), so check that one.
+                self._check_safety(path, fst, is_link=is_link)
                 raw = handle.read(self.max_file_size + 1)
         except OSError as exc:
             raise SecretFileError(
-                f"secrets file {path} cannot be read: {type(exc).__name__}", path=path
+                f"secrets file {path} cannot be read: {_os_reason(exc)}", path=path
             ) from None
         if len(raw) > self.max_file_size:
             raise SecretFileError(
@@ -497,14 +574,24 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         return raw, fst
 
-    def _read_document(self, path: Path, st: os.stat_result) -> tuple[dict[str, str], _Signature]:
-        raw, fst = self._read_bytes(path, st)
+    def _read_document(
+        self, path: Path, st: os.stat_result, is_link: bool = False
+    ) -> tuple[dict[str, str], _Signature]:
+        """Read and parse the file; its errors are raised afresh from here (see `_afresh`)."""
+        return _afresh(self._load_document, path, st, is_link)
+
+    def _load_document(
+        self, path: Path, st: os.stat_result, is_link: bool
+    ) -> tuple[dict[str, str], _Signature]:
+        raw, fst = self._read_bytes(path, st, is_link=is_link)
         with self._state_lock:
             self.parses += 1
         return self._to_document(path, raw), _signature(fst)
 
     def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
         data = _parse(path, raw, text_scalars=True)
+        if not _is_yaml(path):
+            data = _json_values_as_text(data)
         try:
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
         except ProviderError as exc:
@@ -521,6 +608,10 @@ class FileSecretProvider(DocumentSecretProvider):
 
     async def set(self, key: str, value: str) -> None:
         """Write ``key`` to the file atomically (0600 in a 0700 directory), under a lock.
+
+        Cancellation (``asyncio.wait_for``, a task cancel): a call cancelled before the write
+        began (while it waited for the lock held by another process, say) writes nothing, even
+        after the lock frees; one cancelled while writing still completes, atomically.
 
         Args:
             key: Any spelling of the key; stored normalized (other spellings are replaced).
@@ -540,11 +631,12 @@ class FileSecretProvider(DocumentSecretProvider):
             raise ValueError(
                 f"the value for {nkey} is not valid Unicode text (it holds a lone surrogate)"
             )
-        write_limiter = _WRITES.current()
-        await anyio.to_thread.run_sync(self._update, nkey, value, limiter=write_limiter)
+        sealed = _Sealed(value)
+        del value  # from here on only the sealed value, whose repr hides it (frame locals)
+        await self._run_update(nkey, sealed)
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key`` (every spelling of it) from the file.
+        """Remove ``key`` (every spelling of it) from the file; cancelled like `set`.
 
         Args:
             key: Any spelling of the key.
@@ -557,44 +649,71 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: The existing file is malformed or unsafe, or cannot be written.
         """
         nkey = normalize_key(key)
-        write_limiter = _WRITES.current()
-        return await anyio.to_thread.run_sync(self._update, nkey, None, limiter=write_limiter)
+        return await self._run_update(nkey, None)
 
-    def _update(self, nkey: str, value: str | None) -> bool:
+    async def _run_update(self, nkey: str, value: _Sealed | None) -> bool:
+        """Run the update in a worker thread; a caller that gives up cancels it if it can.
+
+        The thread cannot be stopped, so a cancelled (or timed-out) caller only sets a flag:
+        the worker looks at it once it holds the inter-process lock and again just before it
+        writes, and writes nothing if it is set. A write already under way completes, and
+        atomically: the file is then either the old one or the new one.
+        """
+        cancelled = threading.Event()
+        write_limiter = _WRITES.current()
+        try:
+            return await anyio.to_thread.run_sync(
+                self._update, nkey, value, cancelled, limiter=write_limiter
+            )
+        except BaseException:
+            cancelled.set()
+            raise
+
+    def _update(self, nkey: str, value: _Sealed | None, cancelled: threading.Event) -> bool:
         path = self.path
         target = self._write_target(path)
         with self._locked(target):
-            self._remove_stale_temporaries(target)
-            found = self._stat(target)
-            data: dict[str, Any] = {}
-            if found is not None:
-                st, _ = found
-                self._check_safety(target, st, is_link=False)
-                raw, _ = self._read_bytes(target, st)
-                data = _native_mapping(target, _parse(target, raw, text_scalars=False))
-            spellings = [k for k in data if normalize_key(k) == nkey]
-            if value is None and not spellings:
-                return False
-            for spelling in spellings:
-                del data[spelling]
-            if value is not None:
-                data[nkey] = value
-            body = _dump(target, data)
-            if len(body) > self.max_file_size:
-                raise SecretFileError(
-                    f"secrets file {target} would be larger than {self.max_file_size} bytes",
-                    path=target,
-                )
-            self._write_atomically(target, body)
-            document = self._to_document(target, body)
-            signature = _signature(os.stat(target))
-            with self._state_lock:
-                self._generation += 1
-                self._document = document
-                self._signature = signature
-                self._bad_signature = None
-                self._failure = None
-                self._fresh_until = self._timer() + RECHECK_S
+            if cancelled.is_set():
+                return False  # the caller gave up while this waited for the lock
+            # The frames below hold the file's text and data: errors are raised afresh here.
+            return _afresh(self._rewrite, target, nkey, value, cancelled)
+
+    def _rewrite(
+        self, target: Path, nkey: str, sealed: _Sealed | None, cancelled: threading.Event
+    ) -> bool:
+        value = sealed.value if sealed is not None else None
+        self._remove_stale_temporaries(target)
+        found = self._stat(target)
+        raw: bytes | None = None
+        if found is not None:
+            st, _ = found
+            self._check_safety(target, st, is_link=False)
+            raw, _ = self._read_bytes(target, st, is_link=False)
+        if _is_yaml(target):
+            body = _rewrite_yaml(target, raw, nkey, value)
+        else:
+            if raw is not None:
+                self._to_document(target, raw)  # a file that does not read is not edited
+            body = _rewrite_json(target, raw, nkey, value)
+        if body is None:
+            return False  # nothing to delete
+        if len(body) > self.max_file_size:
+            raise SecretFileError(
+                f"secrets file {target} would be larger than {self.max_file_size} bytes",
+                path=target,
+            )
+        document = self._to_document(target, body)
+        if cancelled.is_set():
+            return False
+        self._write_atomically(target, body)
+        signature = _signature(os.stat(target))
+        with self._state_lock:
+            self._generation += 1
+            self._document = document
+            self._signature = signature
+            self._bad_signature = None
+            self._failure = None
+            self._fresh_until = self._timer() + RECHECK_S
         return True
 
     def _write_target(self, path: Path) -> Path:
@@ -621,33 +740,50 @@ class FileSecretProvider(DocumentSecretProvider):
         return target
 
     def _ensure_directory(self, directory: Path) -> None:
-        try:
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
-                marker = ("directory", str(directory), mode)
-                with self._state_lock:
-                    first = marker not in self._warned
-                    self._warned.add(marker)
-                if first:
-                    logger.warning(
-                        "secrets directory %s has mode %04o; 0700 is advised", directory, mode
-                    )
-        else:
-            os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+        """Create ``directory`` and each missing parent 0700, whatever the umask.
+
+        Directories that already exist are left as they are; the secrets directory itself is
+        only warned about when others have access to it.
+        """
+        missing: list[Path] = []
+        current = directory
+        while not os.path.isdir(current) and current.parent != current:
+            missing.append(current)
+            current = current.parent
+        created = False
+        for level in reversed(missing):
+            try:
+                os.mkdir(level, 0o700)
+            except FileExistsError:
+                created = False  # made meanwhile by another writer: not ours to change
+                continue
+            created = True
+            # mkdir's mode is filtered by the umask, so it can only fall short of 0700: a
+            # umask such as 0277 leaves 0500, in which the next level cannot be created.
+            if stat.S_IMODE(os.lstat(level).st_mode) != 0o700:
+                os.chmod(level, 0o700)
+        if created:
+            return
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            marker = ("directory", str(directory), mode)
+            with self._state_lock:
+                first = marker not in self._warned
+                self._warned.add(marker)
+            if first:
+                logger.warning(
+                    "secrets directory %s has mode %04o; 0700 is advised", directory, mode
+                )
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
         try:
             self._ensure_directory(path.parent)
-            lock_path = path.parent / f".{path.name}.lock"
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(lock_path, flags, 0o600)
+            fd = self._open_beside(path, f".{path.name}.lock", flags)
         except OSError as exc:
             raise SecretFileError(
-                f"cannot lock secrets file {path}: {type(exc).__name__}", path=path
+                f"cannot lock secrets file {path}: {_os_reason(exc)}", path=path
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -668,7 +804,7 @@ class FileSecretProvider(DocumentSecretProvider):
         except OSError as exc:
             raise SecretFileError(
                 f"cannot write secrets file {path}: its directory cannot be listed "
-                f"({type(exc).__name__})",
+                f"({_os_reason(exc)})",
                 path=path,
             ) from None
 
@@ -681,33 +817,63 @@ class FileSecretProvider(DocumentSecretProvider):
                 fd = os.open(tmp, flags, 0o600)
             except FileExistsError:
                 continue  # someone put something there: never write through it
+            except OSError as exc:
+                raise SecretFileError(
+                    f"cannot write secrets file {path}: {_os_reason(exc)}", path=path
+                ) from None
             break
         else:
             raise SecretFileError(f"cannot create a temporary file next to {path}", path=path)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # the creation mode is filtered by the umask
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                os.fchmod(fd, 0o600)  # the creation mode is filtered by the umask
+                _write_all(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
+                # The reason is the OS's text ("No space left on device"), never the data.
                 raise SecretFileError(
-                    f"cannot write secrets file {path}: {type(exc).__name__}", path=path
+                    f"cannot write secrets file {path}: {_os_reason(exc)}", path=path
                 ) from None
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise SecretFileError(
+                f"secrets file {path} was replaced, but its directory could not be synced to "
+                f"disk: {_os_reason(exc)}",
+                path=path,
+            ) from None
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _os_reason(exc: OSError) -> str:
+    """What went wrong, as the OS says it: ``No space left on device (ENOSPC)``."""
+    code = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    if exc.strerror and code:
+        return f"{exc.strerror} ({code})"
+    return exc.strerror or type(exc).__name__
 
 
 def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     """Parse a file's bytes as JSON or YAML (by extension); a blank file is empty.
+
+    JSON numbers always come back as `_JSONNumber` text; ``text_scalars`` picks the YAML
+    loader (the read's, or the rewrite's that keeps native values).
 
     Parser messages quote the offending line, which may hold a secret: only the path, the line
     number and a fixed description travel on, and the parser's exception is not chained.
@@ -728,7 +894,10 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
             loader = _TextLoader if text_scalars else _RewriteLoader
             data = yaml.load(text, Loader=loader)
             return {} if data is None else data
-        return json.loads(text)
+        # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
+        return json.loads(
+            text, parse_float=_JSONNumber, parse_int=_JSONNumber, parse_constant=_JSONNumber
+        )
     except json.JSONDecodeError as exc:
         line = exc.lineno
     except _RefusedYAML as exc:
@@ -746,6 +915,243 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         pass
     where = f" at line {line}" if line is not None else ""
     raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
+
+
+class _JSONNumber(str):
+    """A JSON number, or NaN/Infinity, as the text it was written as."""
+
+    __slots__ = ()
+
+
+def _json_values_as_text(data: Any) -> Any:
+    """A parsed JSON object with its top-level values ready for `document_from_mapping`:
+    numbers as written, objects and arrays as compact JSON text with their numbers as written.
+    """
+    if not isinstance(data, dict):
+        return data
+    for value in data.values():
+        if type(value) is not str:
+            break
+    else:
+        return data  # the common case, strings only: nothing to convert
+    texts: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            value = _json_text(value)
+        elif isinstance(value, _JSONNumber):
+            value = str(value)
+        texts[key] = value
+    return texts
+
+
+def _json_text(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``, but numbers as they
+    were written; iterative, so a value the parser could nest is never too deep here."""
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple:  # punctuation queued with the members below
+            parts.append(item[0])
+        elif isinstance(item, _JSONNumber):
+            parts.append(str(item))
+        elif isinstance(item, str):
+            parts.append(json.dumps(item, ensure_ascii=False))
+        elif isinstance(item, dict):
+            parts.append("{")
+            queued: list[Any] = []
+            for i, (key, member) in enumerate(item.items()):
+                queued.append(("," * bool(i) + json.dumps(key, ensure_ascii=False) + ":",))
+                queued.append(member)
+            queued.append(("}",))
+            stack.extend(reversed(queued))
+        elif isinstance(item, list):
+            parts.append("[")
+            queued = []
+            for i, member in enumerate(item):
+                if i:
+                    queued.append((",",))
+                queued.append(member)
+            queued.append(("]",))
+            stack.extend(reversed(queued))
+        else:  # true, false, null
+            parts.append(json.dumps(item))
+    return "".join(parts)
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, position: int) -> int:
+    """The offset of the first character at or after ``position`` that is not JSON space."""
+    return _JSON_SPACE.match(text, position).end()  # type: ignore[union-attr]  # matches ""
+
+
+class _Member(NamedTuple):
+    """Where one top-level member of a JSON object is in the text."""
+
+    key: str
+    lead: int  # the start of the space before the key, just after "{" or ","
+    key_start: int
+    key_end: int
+    value_start: int
+    value_end: int
+    nonfinite: bool  # the value holds NaN or Infinity
+
+
+def _json_members(path: Path, text: str) -> tuple[int, list[_Member], int]:
+    """The offsets of the object's "{", of each member, and of its "}".
+
+    ``text`` already parsed as a JSON object, so the scan cannot fail on the syntax.
+    """
+    constants: list[str] = []
+
+    def constant(name: str) -> str:
+        constants.append(name)
+        return name
+
+    decoder = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=constant)
+    opening = _skip_space(text, 0)
+    position = opening + 1
+    members: list[_Member] = []
+    if text[_skip_space(text, position)] == "}":
+        return opening, members, _skip_space(text, position)
+    while True:
+        key_start = _skip_space(text, position)
+        key, key_end = json.decoder.scanstring(text, key_start + 1)  # type: ignore[attr-defined]
+        value_start = _skip_space(text, _skip_space(text, key_end) + 1)
+        value_end = decoder.raw_decode(text, value_start)[1]
+        nonfinite = bool(constants)
+        constants.clear()
+        members.append(
+            _Member(key, position, key_start, key_end, value_start, value_end, nonfinite)
+        )
+        following = _skip_space(text, value_end)
+        if text[following] == "}":
+            return opening, members, following
+        position = following + 1  # just after the comma
+
+
+def _scan_json(path: Path, text: str) -> tuple[int, list[_Member], int]:
+    """`_json_members`, with a `RecursionError` turned into a `SecretFileError`."""
+    try:
+        return _json_members(path, text)
+    except RecursionError:
+        # Near the interpreter's limit the read's parse may pass where this one, a few frames
+        # deeper, does not. Raised outside the handler: nothing chained.
+        pass
+    raise SecretFileError(f"secrets file {path} is nested too deeply to rewrite", path=path)
+
+
+def _json_member(key: str, colon: str, value: str) -> str:
+    return json.dumps(key, ensure_ascii=False) + colon + json.dumps(value, ensure_ascii=False)
+
+
+def _rewrite_json(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
+    """The file's bytes with only ``nkey`` changed; None when there is nothing to delete.
+
+    The edit is made in the text: the other members keep their order, spacing, escapes and
+    number texts. A key already there keeps its place (its other spellings are removed); a
+    new key goes after the last one, spaced like it.
+    """
+    bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
+    text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
+    if not text.strip():
+        if value is None:
+            return None
+        text = "{\n  " + _json_member(nkey, ": ", value) + "\n}\n"
+        return bom + _encoded(path, text)
+    keep = 0 if value is None else 1  # the spelling replaced in place
+    changed = False
+    while True:
+        opening, members, closing = _scan_json(path, text)
+        hits = [i for i, member in enumerate(members) if normalize_key(member.key) == nkey]
+        if len(hits) <= keep:
+            break
+        text = _without_member(text, opening, members, closing, hits[-1])
+        changed = True
+    if value is None:
+        if not changed:
+            return None
+        return bom + _encoded(path, _finite(path, text))
+    if hits:
+        member = members[hits[0]]
+        colon = text[member.key_end : member.value_start]
+        new = _json_member(nkey, colon, value)
+        text = text[: member.key_start] + new + text[member.value_end :]
+    elif members:
+        last = members[-1]
+        space = text[last.lead : last.key_start]
+        if len(members) == 1 and "\n" not in space:
+            space = " "  # {"A": "1"} -> {"A": "1", "B": "2"}
+        colon = text[last.key_end : last.value_start]
+        new = "," + space + _json_member(nkey, colon, value)
+        text = text[: last.value_end] + new + text[last.value_end :]
+    else:
+        text = (
+            text[: opening + 1] + "\n  " + _json_member(nkey, ": ", value) + "\n" + text[closing:]
+        )
+    return bom + _encoded(path, _finite(path, text))
+
+
+def _finite(path: Path, text: str) -> str:
+    """``text``, unless a member holds NaN or Infinity: jq, Go and Node refuse such a file, so
+    it is not written (removing or replacing the key that holds one is fine)."""
+    for member in _scan_json(path, text)[1]:
+        if member.nonfinite:
+            line = text.count("\n", 0, member.value_start) + 1
+            raise SecretFileError(
+                f"secrets file {path} holds NaN or Infinity at line {line}, which JSON does "
+                "not allow; not rewriting it (write the number, or quote it)",
+                path=path,
+                line=line,
+            )
+    return text
+
+
+def _without_member(
+    text: str, opening: int, members: list[_Member], closing: int, index: int
+) -> str:
+    """``text`` without member ``index`` and one comma next to it."""
+    if len(members) == 1:
+        return text[: opening + 1] + text[closing:]
+    if index < len(members) - 1:  # from its key to the next key: its own leading space stays
+        return text[: members[index].key_start] + text[members[index + 1].key_start :]
+    # The last: from the end of the value before it (its comma included) to its own end.
+    return text[: members[index - 1].value_end] + text[members[index].value_end :]
+
+
+def _encoded(path: Path, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass  # not chained: the error keeps the whole text in its ``object``
+    raise SecretFileError(
+        f"secrets file {path} cannot be written: it holds a value that is not encodable text",
+        path=path,
+    )
+
+
+def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
+    """The file's new bytes, written again by PyYAML; None when there is nothing to delete."""
+    data: dict[str, Any] = {}
+    if raw is not None:
+        data = _native_mapping(path, _parse(path, raw, text_scalars=False))
+    try:
+        spellings = [k for k in data if normalize_key(k) == nkey]
+    except ValueError:
+        spellings = None  # raised below, outside the handler
+    if spellings is None:
+        raise SecretFileError(
+            f"secrets file {path} has an invalid key; not rewriting it", path=path
+        )
+    if value is None and not spellings:
+        return None
+    for spelling in spellings:
+        del data[spelling]
+    if value is not None:
+        data[nkey] = value
+    return _dump(path, data)
 
 
 def _native_mapping(path: Path, data: Any) -> dict[str, Any]:
@@ -767,22 +1173,20 @@ def _encodable(text: str) -> bool:
 
 
 def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
-    """The file's new bytes; `SecretFileError` when a value it holds cannot be written out.
+    """A YAML file's new bytes; `SecretFileError` when a value it holds cannot be written out.
 
-    The encoder's own errors are not chained: a `UnicodeEncodeError` keeps the whole text it
-    failed on (every secret of the file) in its ``object`` attribute.
+    (JSON files are edited in their text instead: `_rewrite_json`.) The encoder's own errors
+    are not chained: a `UnicodeEncodeError` keeps the whole text it failed on (every secret of
+    the file) in its ``object`` attribute.
     """
     try:
-        if _is_yaml(path):
-            text = yaml.dump(
-                dict(data),
-                Dumper=_Dumper,
-                default_flow_style=False,
-                sort_keys=True,
-                allow_unicode=True,
-            )
-        else:
-            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        text = yaml.dump(
+            dict(data),
+            Dumper=_Dumper,
+            default_flow_style=False,
+            sort_keys=True,
+            allow_unicode=True,
+        )
         return text.encode("utf-8")
     except (ValueError, RecursionError):
         pass  # a lone surrogate read from a \ud800 escape, an integer too long to print

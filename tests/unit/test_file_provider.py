@@ -313,7 +313,7 @@ async def test_writes_are_0600_in_a_0700_directory_and_keep_yaml(tmp_path: Path)
     await q.set("A", "1")
     written = fresh / ".simpletuner" / "secrets.json"
     assert stat.S_IMODE((fresh / ".simpletuner").stat().st_mode) == 0o700
-    assert written.read_text() == '{\n  "A": "1",\n  "B": "2"\n}\n'
+    assert written.read_text() == '{\n  "B": "2",\n  "A": "1"\n}\n'  # in the order written
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     lock = fresh / ".simpletuner" / ".secrets.json.lock"
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
