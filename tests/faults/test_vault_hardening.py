@@ -547,12 +547,14 @@ def test_an_oversized_token_file_is_refused(home: Path) -> None:
 
 
 def test_a_token_file_that_is_a_directory_is_refused(home: Path) -> None:
+    """A ~/.vault-token that is a directory is a ConfigurationError saying it is not a file."""
     (home / ".vault-token").mkdir()
     with pytest.raises(ConfigurationError, match="not a regular file"):
         vault_on("https://vault.example.com", home, token=None)
 
 
 def test_a_missing_token_file_is_simply_no_token(home: Path) -> None:
+    """No ~/.vault-token at all is no error: the token is just missing from the settings."""
     vault = vault_on("https://vault.example.com", home, token=None)
     assert vault.missing_settings() == ["VAULT_TOKEN"]
 
@@ -771,6 +773,7 @@ async def test_an_oversized_answer_without_content_length_is_cut_at_the_limit(ho
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_max_document_size_must_be_positive(home: Path, size: int) -> None:
+    """A zero or negative max_document_size is refused with a ValueError naming it."""
     with pytest.raises(ValueError, match="max_document_size"):
         vault_on("https://vault.example.com", home, max_document_size=size)
 
