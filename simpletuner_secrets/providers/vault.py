@@ -249,8 +249,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_WATCHDOG._reset)
+_fork.after_fork(_WATCHDOG._reset)
 
 # The load running in this worker thread: the connections it uses register with it.
 _RUNNING = threading.local()
