@@ -5,6 +5,10 @@ A stall is measured as the CPU time the loop's thread spent between two ticks
 parsed on it, a document converted on it) burns the loop thread's CPU, while a busy shared
 machine that merely descheduled the process does not, so a loaded CI run cannot fail a
 correct library. The wall-clock gaps are kept for messages.
+
+What this cannot see: a worker thread holding the GIL in one long C call (``json.loads`` of a
+large document) delays the loop without the loop thread burning CPU. Such cases are bounded by
+size limits (Vault's ``max_document_size``) and measured by wall clock in the README.
 """
 
 from __future__ import annotations
