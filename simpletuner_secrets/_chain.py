@@ -4,14 +4,16 @@ the manager's ``config`` and the environment. No provider setting is named here.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import ConfigurationError
 from .providers.base import LeftOut, SecretProvider
 
-__all__ = ["BUILT_IN_PROVIDERS", "default_chain"]
+__all__ = ["BUILT_IN_PROVIDERS", "check_config", "default_chain"]
 
 logger = logging.getLogger("simpletuner_secrets")
 
@@ -22,6 +24,28 @@ BUILT_IN_PROVIDERS: tuple[tuple[str, str], ...] = (
     ("aws", "AWSSecretsManagerProvider"),
     ("vault", "HashiCorpVaultProvider"),
 )
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Refuse a ``config`` key no built-in provider reads, naming the nearest valid one.
+
+    Raises:
+        ConfigurationError: An unknown key (``vault_adr``: did you mean ``vault_url``?).
+    """
+    known: set[str] = set()
+    for module, name in BUILT_IN_PROVIDERS:
+        factory: type[SecretProvider] = getattr(
+            importlib.import_module(f".providers.{module}", __package__), name
+        )
+        known |= factory.config_keys
+    for key in config:
+        if key in known:
+            continue
+        nearest = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        raise ConfigurationError(
+            f"unknown config key {str(key)!r}{hint} (known: {', '.join(sorted(known))})"
+        )
 
 
 def default_chain(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
-from ._chain import default_chain
+from ._chain import check_config, default_chain
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
@@ -102,6 +102,7 @@ class SecretsManager:
 
     Raises:
         ValueError: A negative TTL or timeout, or an unknown ``on_provider_error``.
+        ConfigurationError: A ``config`` key no provider reads (the nearest valid one named).
     """
 
     REPLICATE_API_TOKEN: ClassVar[str] = REPLICATE_API_TOKEN
@@ -134,6 +135,7 @@ class SecretsManager:
             if number < 0:
                 raise ValueError(f"{label} must be >= 0, got {number!r}")
         self.config: dict[str, Any] = dict(config or {})
+        check_config(self.config)
         self.cache_ttl = float(cache_ttl)
         self.on_provider_error: OnError = on_provider_error
         self.provider_timeout = float(provider_timeout)

@@ -154,6 +154,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     """
 
     name = "aws"
+    config_keys = frozenset({"aws_secret_name", "aws_region", "aws_endpoint_url"})
 
     def __init__(
         self,

@@ -75,6 +75,8 @@ class SecretProvider(abc.ABC):
 
     name: ClassVar[str] = "custom"
     cache_answers: ClassVar[bool] = True
+    #: The `SecretsManager(config=...)` keys `from_settings` reads (built-in providers).
+    config_keys: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     async def get(self, key: str) -> str | None:

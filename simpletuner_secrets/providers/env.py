@@ -60,6 +60,7 @@ class EnvironmentSecretProvider(SecretProvider):
 
     name = "env"
     cache_answers = False
+    config_keys = frozenset({"env_prefix"})
 
     def __init__(self, prefix: str = "", *, environ: Mapping[str, str] | None = None) -> None:
         self.prefix = normalize_key(prefix).rstrip("_") + "_" if prefix.strip() else ""

@@ -251,6 +251,7 @@ class FileSecretProvider(DocumentSecretProvider):
 
     name = "file"
     cache_answers = False
+    config_keys = frozenset({"file_path"})
 
     def __init__(
         self,

@@ -518,6 +518,17 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     """
 
     name = "vault"
+    config_keys = frozenset(
+        {
+            "vault_url",
+            "vault_token",
+            "vault_path",
+            "vault_mount_point",
+            "vault_namespace",
+            "vault_verify",
+            "vault_kv_version",
+        }
+    )
 
     def __init__(
         self,

@@ -90,3 +90,31 @@ async def test_a_refused_write_keeps_the_value_out_of_library_frame_locals() -> 
         with pytest.raises(SecretsError) as caught:
             sync_write()
         assert WRITTEN not in _library_locals(caught.value)
+
+
+def test_an_unknown_config_key_is_refused_naming_the_nearest_valid_one() -> None:
+    """config={"vault_adr": ...} is a ConfigurationError suggesting vault_url, naming no value."""
+    from simpletuner_secrets import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"'vault_adr'.*did you mean 'vault_url'") as info:
+        SecretsManager(config={"vault_adr": "http://127.0.0.1:8200"})
+    assert "127.0.0.1" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="unknown config key 'zzz'"):
+        SecretsManager([DocProvider({})], config={"zzz": 1})
+
+
+def test_every_documented_config_key_is_accepted(tmp_path: Path) -> None:
+    """The keys the README's settings table lists build a manager without complaint."""
+    config = {
+        "env_prefix": "APP",
+        "file_path": str(tmp_path / "s.json"),
+        "aws_region": "us-east-1",
+        "aws_endpoint_url": "http://127.0.0.1:1",
+        "vault_path": "app",
+        "vault_mount_point": "secret",
+        "vault_namespace": "team",
+        "vault_verify": True,
+        "vault_kv_version": 2,
+    }
+    m = SecretsManager(config=config, environ={})
+    assert [p.name for p in m.providers] == ["env", "file"]
