@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ConfigurationError
 from .providers.base import LeftOut, SecretProvider
 
-__all__ = ["BUILT_IN_PROVIDERS", "check_config", "default_chain"]
+__all__ = ["BUILT_IN_PROVIDERS", "built_in_classes", "check_config", "default_chain"]
 
 logger = logging.getLogger("simpletuner_secrets")
 
@@ -26,18 +26,21 @@ BUILT_IN_PROVIDERS: tuple[tuple[str, str], ...] = (
 )
 
 
+def built_in_classes() -> list[type[SecretProvider]]:
+    """The built-in provider classes, highest priority first (their modules imported)."""
+    return [
+        getattr(importlib.import_module(f".providers.{module}", __package__), name)
+        for module, name in BUILT_IN_PROVIDERS
+    ]
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """Refuse a ``config`` key no built-in provider reads, naming the nearest valid one.
 
     Raises:
         ConfigurationError: An unknown key (``vault_adr``: did you mean ``vault_url``?).
     """
-    known: set[str] = set()
-    for module, name in BUILT_IN_PROVIDERS:
-        factory: type[SecretProvider] = getattr(
-            importlib.import_module(f".providers.{module}", __package__), name
-        )
-        known |= factory.config_keys
+    known: set[str] = set().union(*(cls.config_keys for cls in built_in_classes()))
     for key in config:
         if key in known:
             continue
@@ -64,10 +67,7 @@ def default_chain(
     """
     chain: list[SecretProvider] = []
     left_out: list[LeftOut] = []
-    for module, name in BUILT_IN_PROVIDERS:
-        factory: type[SecretProvider] = getattr(
-            importlib.import_module(f".providers.{module}", __package__), name
-        )
+    for factory in built_in_classes():
         answer = factory.from_settings(config, environ)
         if isinstance(answer, LeftOut):
             logger.log(answer.level, "%s provider left out: %s", answer.provider, answer.reason)
