@@ -138,13 +138,11 @@ class SyncSecretsManager:
         """Blocking `SecretsManager.set_secret`."""
         box = [value]  # handed on without staying in this frame's locals (see `_write`)
         del value
-        self._write(lambda secret: self._manager.set_secret(key, secret), box.pop())
+        self._write(lambda secret: self._manager.set_secret(key, secret), box)
 
-    def _write(self, write: Callable[[str], Awaitable[None]], value: str) -> None:
-        # The value is handed over in a box emptied as the write starts, or on failure: no
-        # frame an error passes keeps it in its locals (error trackers record them).
-        box = [value]
-        del value
+    def _write(self, write: Callable[[str], Awaitable[None]], box: list[str]) -> None:
+        # The caller's value arrives in a one-item box, emptied as the write starts or on
+        # failure: no frame an error passes keeps it in its locals (error trackers record them).
         try:
             self._run(lambda: write(box.pop()))
         finally:
@@ -154,13 +152,13 @@ class SyncSecretsManager:
         """Blocking `SecretsManager.set_replicate_token`."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        self._write(self._manager.set_replicate_token, box.pop())
+        self._write(self._manager.set_replicate_token, box)
 
     def set_hf_token(self, token: str) -> None:
         """Blocking `SecretsManager.set_hf_token`."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        self._write(self._manager.set_hf_token, box.pop())
+        self._write(self._manager.set_hf_token, box)
 
     def delete_secret(self, key: str) -> bool:
         """Blocking `SecretsManager.delete_secret`."""
