@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from simpletuner_secrets import _flight
 from simpletuner_secrets import cache as cache_module
 from simpletuner_secrets.cache import (
     TTLCache,
@@ -661,11 +662,11 @@ async def test_blocked_loops_are_not_joined_across_threads() -> None:
         return "own"
 
     def in_other_thread() -> str:
-        token = cache_module.blocked_loops.set(frozenset({loop}))
+        token = _flight.blocked_loops.set(frozenset({loop}))
         try:
             return asyncio.run(c.get_or_set_async("k", own))
         finally:
-            cache_module.blocked_loops.reset(token)
+            _flight.blocked_loops.reset(token)
 
     result: list[str] = []
     t = threading.Thread(target=lambda: result.append(in_other_thread()))
