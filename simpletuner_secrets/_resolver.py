@@ -426,6 +426,19 @@ class Resolver:
             "providers": {s.name: s.stats.snapshot() for s in self.slots},
         }
 
+    async def aclose(self) -> None:
+        """Mark closed, cancel the background work, then close every provider (one that fails
+        to close is logged and the others still close)."""
+        self.closed = True
+        await self.cancel_background()
+        for slot in self.slots:
+            try:
+                await slot.provider.aclose()
+            except Exception as exc:
+                logger.warning(
+                    "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
+                )
+
     async def cancel_background(self) -> None:
         """Cancel background refreshes and loads in flight, so that no provider is called
         after it is closed: this loop's are awaited, other loops' cancelled on their loop."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import os
 import random
 import threading
@@ -19,15 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
 from ._chain import check_config, default_chain
+from ._explain import explain, mask
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
-from ._resolver import Mode, OnError, Resolver
-from .errors import ProviderError, SecretsError
+from ._resolver import OnError, Resolver
+from ._writes import FileWrites
+from .errors import SecretsError
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
 from .providers.base import NOT_CACHED, LeftOut, SecretProvider
 
 if TYPE_CHECKING:
-    from .providers.file import FileSecretProvider
     from .sync import SyncSecretsManager
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
     "mask",
     "set_secrets_manager",
 ]
-
-logger = logging.getLogger("simpletuner_secrets")
 
 
 def _require_asyncio() -> None:
@@ -52,22 +50,6 @@ def _require_asyncio() -> None:
             "event loop: trio?); from trio, call the sync facade in a thread: "
             "await trio.to_thread.run_sync(manager.sync.get, key)"
         )
-
-
-def mask(value: str | None) -> str | None:
-    """Mask a secret for display: 12 or more characters show their first 2, shorter ones none.
-
-    Args:
-        value: The secret, or None.
-
-    Returns:
-        The masked text (``"hf**********"``, ``"********"``), or None.
-    """
-    if value is None:
-        return None
-    if len(value) >= 12:
-        return value[:2] + "*" * 10
-    return "*" * 8
 
 
 class SecretsManager:
@@ -155,12 +137,11 @@ class SecretsManager:
             timer=timer,
             rng=rng,
         )
-        self._timer = timer
         # Done when the first aclose() has finished, so that a concurrent one waits for it.
         self._close_done: concurrent.futures.Future[None] | None = None
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
-        self._writer: FileSecretProvider | None = None
+        self._writes = FileWrites(self.resolver, self.config)
         # Set by `reset()`: lookups that meet this manager closed retry on the new one.
         self._retired = False
         _fork.track(self)
@@ -268,33 +249,6 @@ class SecretsManager:
 
     # -- writes ------------------------------------------------------------------------
 
-    def _file_provider(self) -> FileSecretProvider:
-        from .providers.file import FileSecretProvider
-
-        if self._writer is None:
-            wanted = self.config.get("file_path")
-            for provider in self.providers:
-                if isinstance(provider, FileSecretProvider) and (
-                    wanted is None or Path(wanted).expanduser() == provider.path
-                ):
-                    self._writer = provider
-                    break
-            else:
-                self._writer = FileSecretProvider(wanted)
-        return self._writer
-
-    def _warn_if_shadowed(self, nkey: str) -> None:
-        for slot in self.resolver.slots:
-            if slot.provider is self._writer:
-                return
-            if slot.mode is Mode.LIVE and slot.provider.peek(nkey):
-                logger.warning(
-                    "%s was written to the secrets file, but provider %s has it too and still wins",
-                    nkey,
-                    slot.name,
-                )
-                return
-
     async def set_secret(self, key: str, value: str) -> None:
         """Write ``key`` to the secrets file (the configured ``file_path``, else the default).
 
@@ -311,17 +265,12 @@ class SecretsManager:
         box = [value]
         del value
         try:
-            if self.closed:
-                raise SecretsError("this SecretsManager is closed")
-            _require_asyncio()
+            self._check_open()
             nkey = normalize_key(key)
-            writer = self._file_provider()
         except BaseException:
             box.clear()
             raise
-        await writer.set(nkey, box.pop())
-        self.resolver.forget(nkey)
-        self._warn_if_shadowed(nkey)
+        await self._writes.set(nkey, box)
 
     def set_replicate_token(self, token: str) -> Awaitable[None]:
         """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
@@ -341,17 +290,17 @@ class SecretsManager:
         Returns:
             Whether the file held the key.
         """
-        if self.closed:
-            raise SecretsError("this SecretsManager is closed")
-        _require_asyncio()
-        nkey = normalize_key(key)
-        removed = await self._file_provider().delete(nkey)
-        self.resolver.forget(nkey)
-        return removed
+        self._check_open()
+        return await self._writes.delete(normalize_key(key))
 
     def get_secrets_file_path(self) -> Path:
         """Return the secrets file that reads and writes use."""
-        return self._file_provider().path
+        return self._writes.provider().path
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SecretsError("this SecretsManager is closed")
+        _require_asyncio()
 
     # -- introspection ---------------------------------------------------------------
 
@@ -368,46 +317,7 @@ class SecretsManager:
             past its freshness because refreshes fail), ``age_s`` (seconds since fetched).
         """
         _require_asyncio()
-        resolver = self.resolver
-        nkey = normalize_key(key)
-        before = {id(s): resolver.cached_entry(s, nkey) for s in resolver.slots}
-        value = await self.get(nkey)
-        info: dict[str, Any] = {
-            "key": nkey,
-            "provider": None,
-            "value": mask(value),
-            "cached": False,
-            "stale": False,
-            "age_s": None,
-        }
-        if value is None:
-            return info
-        now = self._timer()
-        for slot in resolver.slots:
-            if slot.mode is Mode.LIVE:
-                answer = slot.provider.peek(nkey)
-                if answer is NOT_CACHED:
-                    try:
-                        answer = await resolver.ask(slot, nkey)
-                    except ProviderError:
-                        if self.on_provider_error == "raise":
-                            raise
-                        continue  # get() skipped it too
-                if answer:
-                    info["provider"] = slot.name
-                    return info
-                continue
-            entry = resolver.cached_entry(slot, nkey)
-            if entry is None:
-                continue
-            answer = entry.value.get(nkey) if slot.mode is Mode.DOCUMENT else entry.value
-            if answer:
-                info["provider"] = slot.name
-                info["cached"] = before[id(slot)] is entry
-                info["stale"] = now >= entry.fresh_until
-                info["age_s"] = round(now - entry.fetched_at, 3)
-                return info
-        return info
+        return await explain(self.resolver, normalize_key(key), self.get)
 
     def stats(self) -> dict[str, Any]:
         """Return cache counters and, per provider, calls, errors, timeouts and latency."""
@@ -446,17 +356,9 @@ class SecretsManager:
         self.resolver.closed = True
         self._close_done = concurrent.futures.Future()
         try:
-            await self.resolver.cancel_background()
             # Providers first: clients bound to the sync facade's loop are closed while it runs.
-            for slot in self.resolver.slots:
-                try:
-                    await slot.provider.aclose()
-                except Exception as exc:
-                    logger.warning(
-                        "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
-                    )
-            if self._writer is not None and all(p is not self._writer for p in self.providers):
-                await self._writer.aclose()
+            await self.resolver.aclose()
+            await self._writes.aclose()
         finally:
             try:
                 sync = self._sync
