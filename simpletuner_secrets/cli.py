@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,11 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser, on_command=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, summary: str, description: str, usage: str | None = None
+    ) -> argparse.ArgumentParser:
         child = sub.add_parser(
             name,
             help=summary,
-            description=description,
+            usage=usage,
+            description=textwrap.fill(description, 88),
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -170,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a command with secrets in its environment",
         "Run CMD with the chosen secrets added to its environment (never to its arguments); "
         "the exit code is CMD's.",
+        usage=f"{PROG} run [options] [--key KEY]... [--all] -- CMD [ARGS...]",
     )
     _selection_arguments(run)
     run.add_argument(
