@@ -550,3 +550,42 @@ def test_every_command_has_a_description_and_argument_help(home: Path, command: 
             assert len(stripped.split("  ", 1)[1].strip()) > 5, line
     assert "~/.simpletuner/secrets.json" in proc.stdout
     assert "exit codes:" in proc.stdout
+
+
+def stalled_listener() -> socket.socket:
+    """A loopback socket that accepts connections into its backlog and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+def test_doctor_probes_stalled_providers_at_the_same_time(home: Path) -> None:
+    """Vault and AWS both stalled: doctor reports both timed out after one provider timeout
+    (5 s), not one after the other (10 s and more)."""
+    import time
+
+    with stalled_listener() as vault, stalled_listener() as aws:
+        empty = home / "aws-empty"
+        empty.write_text("")
+        env = {
+            "VAULT_ADDR": f"http://127.0.0.1:{vault.getsockname()[1]}",
+            "VAULT_TOKEN": "t",
+            "SIMPLETUNER_AWS_SECRET_NAME": "name",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws.getsockname()[1]}",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_CONFIG_FILE": str(empty),
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        start = time.monotonic()
+        proc = run(home, "doctor", "--json", env=env)
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    failed = {p["name"]: p["error"] for p in report["providers"] if not p["reachable"]}
+    assert failed == {"aws": "no answer within 5 s", "vault": "no answer within 5 s"}
+    # Two 5 s timeouts in sequence take 10 s at least; at once, 5 s plus the start-up.
+    assert elapsed < 9.5, elapsed
