@@ -589,3 +589,36 @@ def test_doctor_probes_stalled_providers_at_the_same_time(home: Path) -> None:
     assert failed == {"aws": "no answer within 5 s", "vault": "no answer within 5 s"}
     # Two 5 s timeouts in sequence take 10 s at least; at once, 5 s plus the start-up.
     assert elapsed < 9.5, elapsed
+
+
+def test_readme_block_for_other_programs_runs(home: Path, tmp_path: Path) -> None:
+    """The README's `run`/`export` block runs line by line (train.py and deploy.sh stand-ins
+    report what they received) and every line exits 0."""
+    from tests.unit.test_readme import blocks
+    from tests.unit.test_readme import clean_env as readme_env
+
+    (block,) = blocks("sh")
+    write_secrets(home, {"HF_TOKEN": SECRET})
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.py").write_text("import os\nprint('train', os.environ['HF_TOKEN'])\n")
+    deploy = work / "deploy.sh"
+    deploy.write_text('#!/bin/sh\necho "deploy $HF_TOKEN"\n')
+    deploy.chmod(0o755)
+    lines = [line.split("  #")[0].strip() for line in block.splitlines()]
+    outputs = []
+    for line in filter(None, lines):
+        proc = subprocess.run(
+            ["bash", "-c", f'{line} && echo "eval:${{HF_TOKEN:-}}"'],
+            capture_output=True,
+            text=True,
+            env=readme_env(home),
+            cwd=work,
+            timeout=60,
+        )
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        outputs.append(proc.stdout)
+    assert outputs[0].startswith(f"train {SECRET}\n")
+    assert outputs[1].startswith(f"deploy {SECRET}\n")
+    assert outputs[2] == f"eval:{SECRET}\n"  # export + eval set it in that shell
+    assert (work / ".env").read_text() == f'HF_TOKEN="{SECRET}"\n'
