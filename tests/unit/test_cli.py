@@ -622,3 +622,21 @@ def test_readme_block_for_other_programs_runs(home: Path, tmp_path: Path) -> Non
     assert outputs[1].startswith(f"deploy {SECRET}\n")
     assert outputs[2] == f"eval:{SECRET}\n"  # export + eval set it in that shell
     assert (work / ".env").read_text() == f'HF_TOKEN="{SECRET}"\n'
+
+
+def test_list_with_a_failing_provider_or_wrong_settings_exits_two(home: Path) -> None:
+    """list prints what it can, marks a malformed file unavailable, and exits 2; wrong
+    settings of a provider also exit 2 after the listing."""
+    target = home / ".simpletuner"
+    target.mkdir(mode=0o700)
+    (target / "secrets.json").write_text('{"HF_TOKEN": "' + SECRET + '",,}')
+    (target / "secrets.json").chmod(0o600)
+    proc = run(home, "list", env={"REPLICATE_API_TOKEN": "from-env-long-value"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "REPLICATE_API_TOKEN = fr**********" in proc.stdout
+    assert "[file]\n  unavailable: secrets file" in proc.stdout
+    assert SECRET not in proc.stdout + proc.stderr
+    (target / "secrets.json").write_text("{}")
+    wrong = run(home, "list", env={"VAULT_ADDR": "http://127.0.0.1:8200"})
+    assert wrong.returncode == 2
+    assert "[vault] left out: its settings are partial, missing VAULT_TOKEN" in wrong.stdout
