@@ -116,9 +116,8 @@ async def _probe(provider: SecretProvider, keys: Sequence[str] | None, timeout: 
         probe.error = f"no answer within {timeout:g} s"
     except Exception as exc:  # a user's provider: its message might hold anything
         probe.error = f"failed with {type(exc).__name__}"
-    if len(times) < 2:  # timed out (or never started): until now
-        times.append(time.perf_counter())
-    probe.elapsed_s = times[-1] - times[0] if len(times) >= 2 else 0.0
+    end = times[1] if len(times) > 1 else time.perf_counter()
+    probe.elapsed_s = end - times[0] if times else 0.0
     return probe
 
 
@@ -165,8 +164,18 @@ class Decision:
         return "absent" if self.provider is None else "found"
 
 
-def decide(probes: Sequence[Probe], key: str) -> Decision:
-    """Apply the chain's priority to the probes' answers for ``key`` (already normalized)."""
+def decide(probes: Sequence[Probe], key: str, unasked: Sequence[str] = ()) -> Decision:
+    """Apply the chain's priority to the probes' answers for ``key`` (already normalized).
+
+    Args:
+        probes: The probes of the chain, highest priority first.
+        key: The key.
+        unasked: Providers that could not be asked (left out because their settings are
+            wrong): when no probe has the key, they might, so it is unknown.
+
+    Returns:
+        The decision.
+    """
     failed: list[str] = []
     winner: Probe | None = None
     for probe in probes:
@@ -177,5 +186,5 @@ def decide(probes: Sequence[Probe], key: str) -> Decision:
             winner = probe
     holders = tuple(p.name for p in probes if p.error is None and key in p.values)
     if winner is None:
-        return Decision(key, None, None, tuple(failed), holders)
+        return Decision(key, None, None, (*failed, *unasked), holders)
     return Decision(key, winner.name, winner.values[key], tuple(failed), holders)

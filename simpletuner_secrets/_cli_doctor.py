@@ -33,9 +33,13 @@ def _file_note(probe: Probe) -> str | None:
     return None
 
 
-def _key_text(decision: Decision) -> str:
+def _key_text(decision: Decision, wrong: Sequence[str]) -> str:
     if decision.state == "unknown":
-        text = f"unknown: {', '.join(decision.failed)} failed"
+        causes = [
+            f"{name}'s settings are wrong" if name in wrong else f"{name} failed"
+            for name in decision.failed
+        ]
+        text = f"unknown: {', '.join(causes)}"
         if decision.provider is not None:
             text += f" (lower in the chain, {decision.provider} has it)"
         return text
@@ -121,13 +125,14 @@ async def doctor(manager: SecretsManager, *, as_json: bool) -> Exit:
         `doctor_exit` of what was found.
     """
     probes = await probe_all(manager.providers, KNOWN_KEYS, manager.provider_timeout)
-    decisions = [decide(probes, key) for key in KNOWN_KEYS]
+    wrong = [entry.provider for entry in manager.left_out if entry.misconfigured]
+    decisions = [decide(probes, key, wrong) for key in KNOWN_KEYS]
     code = doctor_exit(probes, manager.left_out)
     report = _report(manager, probes, decisions, code)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
         for row, decision in zip(report["keys"], decisions, strict=True):
-            row["text"] = _key_text(decision)
+            row["text"] = _key_text(decision, wrong)
         _print_text(report)
     return code

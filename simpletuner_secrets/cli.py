@@ -375,6 +375,10 @@ async def _run(args: argparse.Namespace, box: list[str]) -> Exit | ExecRequest:
             return await _list(manager, as_json=args.json)
         if command == "doctor":
             return await doctor(manager, as_json=args.json)
+        argv = _command_line(args.cmd) if command == "run" else []
+        if command == "run" and not argv:
+            _error(f"run needs a command: {PROG} run --key KEY -- CMD [ARGS...]")
+            return Exit.USAGE
         fmt = ExportFormat(args.format) if command == "export" else ExportFormat.SH
         selected = await _select(manager, args.keys, args.all, any_name=fmt is ExportFormat.JSON)
         if isinstance(selected, Exit):
@@ -382,13 +386,12 @@ async def _run(args: argparse.Namespace, box: list[str]) -> Exit | ExecRequest:
         if command == "export":
             sys.stdout.write(render(selected, fmt))
             return Exit.OK
-        argv = list(args.cmd)
-        if argv[:1] == ["--"]:
-            argv = argv[1:]
-        if not argv:
-            _error("run needs a command: simpletuner-secrets run --key KEY -- CMD [ARGS...]")
-            return Exit.USAGE
         return ExecRequest(argv, {**os.environ, **selected})
+
+
+def _command_line(words: Sequence[str]) -> list[str]:
+    # argparse keeps the `--` that ends the options in front of the remainder.
+    return list(words[1:] if words[:1] == ["--"] else words)
 
 
 def _exec(request: ExecRequest) -> int:

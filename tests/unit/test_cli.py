@@ -640,3 +640,18 @@ def test_list_with_a_failing_provider_or_wrong_settings_exits_two(home: Path) ->
     wrong = run(home, "list", env={"VAULT_ADDR": "http://127.0.0.1:8200"})
     assert wrong.returncode == 2
     assert "[vault] left out: its settings are partial, missing VAULT_TOKEN" in wrong.stdout
+
+
+def test_doctor_keys_are_unknown_while_a_provider_with_wrong_settings_is_left_out(
+    home: Path,
+) -> None:
+    """Vault left out for a missing token might hold the known keys: they are "unknown",
+    not "absent"; a key the environment has is found."""
+    env = {"VAULT_ADDR": "http://127.0.0.1:8200", "HF_TOKEN": SECRET}
+    proc = run(home, "doctor", "--json", env=env)
+    assert proc.returncode == 2
+    keys = {k["key"]: (k["state"], k["failed"]) for k in json.loads(proc.stdout)["keys"]}
+    assert keys["HF_TOKEN"] == ("found", [])
+    assert keys["REPLICATE_API_TOKEN"] == ("unknown", ["vault"])
+    text = run(home, "doctor", env=env).stdout
+    assert "unknown: vault's settings are wrong" in text
