@@ -94,3 +94,12 @@ def test_a_users_provider_error_text_is_not_shown() -> None:
 
     (probe,) = asyncio.run(probe_all([Leaky()], ["K"], 1.0))
     assert probe.error == "failed with RuntimeError"
+
+
+def test_a_provider_that_could_not_be_asked_makes_a_missing_key_unknown() -> None:
+    """A provider left out for wrong settings might hold a key no probe found: unknown; a key
+    a probe found stays found."""
+    probes = asyncio.run(probe_all([Meeting("env", Room(1), {"K": "v"})], ["K", "M"], 5.0))
+    found, missing = decide(probes, "K", ["vault"]), decide(probes, "M", ["vault"])
+    assert (found.state, found.provider) == ("found", "env")
+    assert (missing.state, missing.failed) == ("unknown", ("vault",))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import select
@@ -34,10 +33,13 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _take_terminal() -> None:
-    # In the child, after setsid(): the pty on stdin becomes its controlling terminal, so that
-    # /dev/tty (where getpass prompts) is the pty and Ctrl-C there sends it SIGINT.
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+#: Run before the CLI, in the child: a new session whose controlling terminal is the pty on
+#: stdin, so that /dev/tty (where getpass prompts) is the pty and Ctrl-C there is a SIGINT.
+#: A wrapper rather than `preexec_fn`, which is unsafe in a process with threads.
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 class Terminal:
@@ -48,13 +50,19 @@ class Terminal:
         self.master = master
         self.output = b""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simpletuner_secrets.cli", *args],
+            [
+                sys.executable,
+                "-c",
+                TAKE_TERMINAL,
+                sys.executable,
+                "-m",
+                "simpletuner_secrets.cli",
+                *args,
+            ],
             stdin=slave,
             stdout=slave,
             stderr=slave,
             env=clean_env(home),
-            start_new_session=True,
-            preexec_fn=_take_terminal,
         )
         os.close(slave)
 
