@@ -365,7 +365,9 @@ class SecretsManager:
         Returns:
             ``key`` (normalized), ``provider`` (name or None), ``value`` (masked), ``cached``
             (answered from the manager's cache without a back-end call), ``stale`` (served
-            past its freshness because refreshes fail), ``age_s`` (seconds since fetched).
+            past its freshness because refreshes fail), ``age_s`` (seconds since fetched),
+            and ``auth`` when the answering provider authenticates (Vault: method, mount,
+            the token's remaining TTL, see `SecretProvider.auth_status`).
         """
         _require_asyncio()
         resolver = self.resolver
@@ -395,6 +397,8 @@ class SecretsManager:
                         continue  # get() skipped it too
                 if answer:
                     info["provider"] = slot.name
+                    if (auth := slot.provider.auth_status()) is not None:
+                        info["auth"] = auth
                     return info
                 continue
             entry = resolver.cached_entry(slot, nkey)
@@ -403,6 +407,8 @@ class SecretsManager:
             answer = entry.value.get(nkey) if slot.mode is Mode.DOCUMENT else entry.value
             if answer:
                 info["provider"] = slot.name
+                if (auth := slot.provider.auth_status()) is not None:
+                    info["auth"] = auth
                 info["cached"] = before[id(slot)] is entry
                 info["stale"] = now >= entry.fresh_until
                 info["age_s"] = round(now - entry.fetched_at, 3)
