@@ -29,9 +29,9 @@ __all__ = ["Action", "Login", "TokenKeeper", "plan"]
 # One logger for the whole provider: a user filters "simpletuner_secrets.providers.vault".
 logger = logging.getLogger("simpletuner_secrets.providers.vault")
 
-#: A renewal whose new lease is shorter than this share of the login's TTL means the max
-#: TTL is near: the next step is a new login instead of a renewal.
-NEAR_MAX_SHARE = 0.75
+#: A renewal whose new lease is shorter than this share of the login's TTL was cut short by
+#: the max TTL: the next step is a new login (at two thirds of that lease), not a renewal.
+NEAR_MAX_SHARE = 0.9
 #: The first backoff window after a 403: at most one new login (and one retry) per window.
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
