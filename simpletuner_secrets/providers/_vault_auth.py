@@ -132,6 +132,8 @@ class VaultAuth:
     method: ClassVar[str] = ""
     logs_in: ClassVar[bool] = True
     mount: str = ""
+    # A repr may be taken of an object whose __init__ raised half-way (a frame-locals
+    # capture): every repr reads its attributes with getattr.
 
     def login_path(self) -> str:
         """The API path the login is sent to, under ``/v1/``."""
@@ -146,7 +148,7 @@ class VaultAuth:
         return f"{self.method} login at auth/{self.mount}" if self.logs_in else self.method
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mount={self.mount!r})"
+        return f"{type(self).__name__}(mount={getattr(self, 'mount', None)!r})"
 
 
 def _mount(mount: str | None, default: str) -> str:
@@ -189,7 +191,7 @@ class VaultTokenAuth(VaultAuth):
         return f"token file {self.token_file}" if self.token_file else "token"
 
     def __repr__(self) -> str:
-        return f"VaultTokenAuth(token={'***' if self.token else None!r}, token_file={self.token_file!r})"
+        return f"VaultTokenAuth(token={'***' if getattr(self, 'token', None) else None!r}, token_file={getattr(self, 'token_file', None)!r})"
 
 
 class VaultAgentAuth(VaultAuth):
@@ -264,10 +266,10 @@ class VaultAppRoleAuth(VaultAuth):
 
     def __repr__(self) -> str:
         return (
-            f"VaultAppRoleAuth(role_id={self.role_id!r}, "
-            f"secret_id={'***' if self.secret_id else None!r}, "
-            f"secret_id_file={self.secret_id_file!r}, wrapped={self.wrapped!r}, "
-            f"mount={self.mount!r})"
+            f"VaultAppRoleAuth(role_id={getattr(self, 'role_id', None)!r}, "
+            f"secret_id={'***' if getattr(self, 'secret_id', None) else None!r}, "
+            f"secret_id_file={getattr(self, 'secret_id_file', None)!r}, wrapped={getattr(self, 'wrapped', None)!r}, "
+            f"mount={getattr(self, 'mount', None)!r})"
         )
 
 
@@ -296,8 +298,8 @@ class VaultJWTAuth(VaultAuth):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(role={self.role!r}, jwt_file={self.jwt_file!r}, "
-            f"mount={self.mount!r})"
+            f"{type(self).__name__}(role={getattr(self, 'role', None)!r}, jwt_file={getattr(self, 'jwt_file', None)!r}, "
+            f"mount={getattr(self, 'mount', None)!r})"
         )
 
 
@@ -344,8 +346,8 @@ class VaultCertAuth(VaultAuth):
 
     def __repr__(self) -> str:
         return (
-            f"VaultCertAuth(cert_file={self.cert_file!r}, key_file={self.key_file!r}, "
-            f"name={self.name!r}, mount={self.mount!r})"
+            f"VaultCertAuth(cert_file={getattr(self, 'cert_file', None)!r}, key_file={getattr(self, 'key_file', None)!r}, "
+            f"name={getattr(self, 'name', None)!r}, mount={getattr(self, 'mount', None)!r})"
         )
 
 
@@ -400,9 +402,9 @@ class VaultUserpassAuth(VaultAuth):
 
     def __repr__(self) -> str:
         return (
-            f"VaultUserpassAuth(username={self.username!r}, "
-            f"password={'***' if self.password else None!r}, "
-            f"password_file={self.password_file!r}, mount={self.mount!r})"
+            f"VaultUserpassAuth(username={getattr(self, 'username', None)!r}, "
+            f"password={'***' if getattr(self, 'password', None) else None!r}, "
+            f"password_file={getattr(self, 'password_file', None)!r}, mount={getattr(self, 'mount', None)!r})"
         )
 
 
