@@ -528,7 +528,7 @@ def _answer(response: Any, deadline: Deadline, limit: int) -> bytes | Refusal:
         return _read_body(response, deadline, limit)
     body = _read_body(response, deadline, ERROR_BODY_LIMIT)
     no_route = status == 404 and isinstance(body, bytes) and b"no handler for route" in body
-    errors = _error_texts(body) if 400 <= status < 500 else ()
+    errors = _error_texts(body)
     name = _STATUS_NAMES.get(status, "HTTPError")
     return Refusal(name, status, no_route=no_route, errors=errors)
 

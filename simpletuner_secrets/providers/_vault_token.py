@@ -207,6 +207,8 @@ class TokenKeeper:
         del token
         policies = f" (policies: {', '.join(self.policies)})" if self.policies else ""
         auth = self.auth
+        if not auth.logs_in and not isinstance(auth, VaultTokenAuth):
+            return "the request without a token (agent mode: the Agent or Proxy adds its own)"
         if isinstance(auth, VaultTokenAuth) and auth.token_file is None:
             return f"the given token{policies}"
         return f"the token from {auth.describe()}{policies}"
@@ -451,22 +453,23 @@ class TokenKeeper:
             self._client(), source, deadline, ERROR_BODY_LIMIT, method="POST", token=token
         )
         del token
-        if isinstance(answer, Refusal) and answer.status in (400, 403):
-            # Refused (revoked, or past its max TTL): log in again now.
+        if isinstance(answer, Refusal) and answer.status is not None:
+            # Refused (revoked, expired, past its max TTL, or the server failing on it): a
+            # new login now. Logged at INFO: a WARNING comes only if that login fails.
             self.renewal_failures += 1
-            if self._warned.first(("refused", generation)):
-                logger.warning(
-                    "vault: renewing the token from %s was refused (%s); logging in again",
-                    self.auth.describe(),
-                    _cause(answer),
-                )
+            logger.info(
+                "vault: renewing the token from %s was refused (%s); logging in again",
+                self.auth.describe(),
+                _cause(answer),
+            )
             self._login_once(deadline, seen=generation, reason="")
             return True
         login, problem = self._answer_of(answer, source)
         del answer
         if login is None:
             self.renewal_failures += 1
-            logger.warning("vault: renewing the token failed: %s; retrying", problem)
+            level = logging.WARNING if self._warned.first(("renew", generation)) else logging.DEBUG
+            logger.log(level, "vault: renewing the token failed: %s; retrying", problem)
             return False
         with self._state:
             if generation == self.generation:
