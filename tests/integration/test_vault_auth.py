@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -461,3 +464,34 @@ async def test_login_never_blocks_the_loop(bao: BaoServer, home: Path) -> None:
     assert value == "hf_beat"
     assert stall < 0.1, f"the event loop stalled {stall * 1000:.0f} ms"
     await vault.aclose()
+
+
+def test_doctor_shows_method_mount_and_ttl(bao: BaoServer, home: Path) -> None:
+    """`simpletuner-secrets doctor` with AppRole settings in the environment names the
+    method, its mount and the token's remaining TTL, and never the secret id."""
+    path = unique("doctor")
+    bao.cli("kv", "put", f"secret/{path}", "HF_TOKEN=hf_doctor_value")
+    mount, role_id, secret_id = approle(bao, reader_policy(bao, f"secret/data/{path}"))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "AWS_"))},
+        "HOME": str(home),
+        "VAULT_ADDR": bao.url,
+        "SIMPLETUNER_VAULT_AUTH": "approle",
+        "SIMPLETUNER_VAULT_AUTH_MOUNT": mount,
+        "SIMPLETUNER_VAULT_ROLE_ID": role_id,
+        "SIMPLETUNER_VAULT_SECRET_ID": secret_id,
+        "SIMPLETUNER_VAULT_PATH": path,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "simpletuner_secrets.cli", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.strip().startswith("vault"))
+    assert "reachable" in line
+    assert f"auth='approle', auth_mount='{mount}', token_ttl_s=" in line
+    assert secret_id not in done.stdout and secret_id not in done.stderr
