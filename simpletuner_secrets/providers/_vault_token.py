@@ -160,9 +160,10 @@ class TokenKeeper:
         self._login_lock = threading.Lock()
         self._state = threading.Condition()
         self._renewer: threading.Thread | None = None
-        self._stopped = False
+        # Each renewal thread runs while this equals the run it was started for: a thread of
+        # a stopped run ends even if a new run started before it woke up.
+        self._run = 0
         self._next: Action = Action("none", float("inf"))
-        self._wake_generation = 0
 
     def reset_after_fork(self) -> None:
         """In a forked child: fresh locks, no renewal thread (one starts with the next use)."""
@@ -397,25 +398,28 @@ class TokenKeeper:
         self._state.notify_all()
 
     def _ensure_renewer(self) -> None:
-        if not self.from_login or self._renewer is not None or self._stopped:
+        if not self.from_login or self._renewer is not None:
             return
         with self._state:
-            if self._renewer is None and not self._stopped:
+            if self._renewer is None and self.from_login:
                 self._renewer = threading.Thread(
-                    target=self._renew_loop, name="simpletuner-vault-renewal", daemon=True
+                    target=self._renew_loop,
+                    args=(self._run,),
+                    name="simpletuner-vault-renewal",
+                    daemon=True,
                 )
                 self._renewer.start()
 
-    def _renew_loop(self) -> None:
+    def _renew_loop(self, run: int) -> None:
         retry_s = RETRY_MIN_S
         while True:
             with self._state:
-                while not self._stopped:
+                while self._run == run:
                     wait = self._next.at - self._timer()
                     if wait <= 0:
                         break
                     self._state.wait(min(wait, 60.0))
-                if self._stopped:
+                if self._run != run:
                     return
                 action, generation = self._next, self.generation
                 self._next = Action("none", float("inf"))
@@ -423,7 +427,7 @@ class TokenKeeper:
             with self._state:
                 if ok:
                     retry_s = RETRY_MIN_S
-                elif self._next.kind == "none" and not self._stopped:
+                elif self._next.kind == "none" and self._run == run:
                     # Try again soon, but never past the token's end.
                     self._next = Action(action.kind, self._timer() + retry_s)
                     retry_s = min(retry_s * 2, RETRY_MAX_S)
@@ -486,7 +490,8 @@ class TokenKeeper:
     def stop(self) -> Masked | None:
         """Stop the renewal thread; return the login token to revoke (None: none, or given)."""
         with self._state:
-            self._stopped = True
+            self._run += 1
+            self._next = Action("none", float("inf"))
             self._state.notify_all()
             token = self._token if self.from_login else None
             if self.from_login:
@@ -496,11 +501,6 @@ class TokenKeeper:
                 self.generation += 1
             self._renewer = None
         return token
-
-    def restart(self) -> None:
-        """After `stop`: a later use logs in again and renews again."""
-        with self._state:
-            self._stopped = False
 
     def revoke(self, token: Masked) -> None:
         """Revoke a login token (blocking, in a worker thread); failures are logged only."""

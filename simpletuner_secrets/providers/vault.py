@@ -92,6 +92,11 @@ _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
 
 
+def _hvac_installed() -> bool:
+    # Looked up in this module at each call, so that tests can pretend hvac is missing.
+    return hvac_installed()
+
+
 def _parse_verify(text: str) -> bool | str:
     if text.lower() in _TRUE:
         return True
@@ -295,7 +300,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         cfg: Mapping[str, Any],
         env: Mapping[str, str],
     ) -> None:
-        if not hvac_installed():
+        if not _hvac_installed():
             raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}")
         if max_document_size <= 0:
             raise ValueError("vault: max_document_size must be positive")
@@ -495,7 +500,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
 
     def is_available(self) -> bool:
         """Return whether hvac is importable and an address and a way to a token are set."""
-        return not self.missing_settings() and hvac_installed()
+        return not self.missing_settings() and _hvac_installed()
 
     def auth_status(self) -> dict[str, Any]:
         """The auth method, its mount, the token's remaining TTL and the login and renewal
@@ -813,7 +818,6 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         if token is not None and self.revoke_on_close and self._client is not None:
             await anyio.to_thread.run_sync(self._keeper.revoke, token)
         del token
-        self._keeper.restart()
         if self._client is not None:
             # Not through the worker slots: closing must not wait behind loads of others.
             await anyio.to_thread.run_sync(self._close_blocking)
