@@ -641,7 +641,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         keeper = self._keeper
         token, generation = keeper.token(deadline)
         if self._kv_version is None:
-            self._detect_version(client, deadline, token)
+            self._detect_version(client, deadline, token, generation)
         del token, generation
         merged: dict[str, str] = {}
         absent: dict[str, str] = {}
@@ -731,7 +731,9 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         document, problem = convert_document(data, provider=self.name, source=source)
         return _Read(document=document, problem=problem)
 
-    def _detect_version(self, client: Any, deadline: Deadline, token: Masked | None) -> None:
+    def _detect_version(
+        self, client: Any, deadline: Deadline, token: Masked | None, generation: int
+    ) -> None:
         """Ask Vault for the mount's KV version before the first read, and remember it."""
         source = f"sys/internal/ui/mounts/{self.mount_point}"
         body = request(client, source, deadline, ERROR_BODY_LIMIT, token=token)
