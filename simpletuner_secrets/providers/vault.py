@@ -313,14 +313,13 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             url = url.rstrip("/")
         self.url = url
         given = first_setting(token, cfg.get("vault_token"), bao_env(env, "VAULT_TOKEN"))
-        uses_token = auth is None or isinstance(auth, VaultTokenAuth)
         chosen = first_setting(cfg.get("vault_auth"), env.get("SIMPLETUNER_VAULT_AUTH"))
         token_file = first_setting(
             cfg.get("vault_token_file"), env.get("SIMPLETUNER_VAULT_TOKEN_FILE")
         )
         if given is not None:
             self._token: Masked | None = Masked(given)
-        elif uses_token and (chosen or "token").lower() == "token" and token_file is None:
+        elif auth is None and (chosen or "token").lower() == "token" and token_file is None:
             self._token = self._token_from_file(env)
         else:
             self._token = None
