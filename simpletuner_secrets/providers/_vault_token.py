@@ -166,8 +166,11 @@ class TokenKeeper:
         self._next: Action = Action("none", float("inf"))
 
     def reset_after_fork(self) -> None:
-        """In a forked child: fresh locks, no renewal thread (one starts with the next use)."""
+        """In a forked child: fresh locks, no renewal thread (one starts with the next use,
+        keeping the parent's schedule: the token itself is still good)."""
+        planned = self._next
         self._reset_threads()
+        self._next = planned
 
     # -- what callers see ------------------------------------------------------------------
 
