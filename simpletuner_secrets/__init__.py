@@ -1,6 +1,7 @@
 """simpletuner-secrets: async-first secrets from environment, file, AWS and Vault, cached.
 
-The AWS and Vault providers are imported on first use, so their SDKs stay optional.
+The AWS and Vault providers (and the Vault auth methods) are imported on first use, so
+their SDKs stay optional.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "AWSSecretsManagerProvider": ".providers.aws",
     "HashiCorpVaultProvider": ".providers.vault",
+    "VaultAgentAuth": ".providers.vault",
+    "VaultAppRoleAuth": ".providers.vault",
+    "VaultCertAuth": ".providers.vault",
+    "VaultJWTAuth": ".providers.vault",
+    "VaultKubernetesAuth": ".providers.vault",
+    "VaultTokenAuth": ".providers.vault",
+    "VaultUserpassAuth": ".providers.vault",
 }
 
 
@@ -57,6 +65,13 @@ __all__ = [
     "SecretsManager",
     "SyncSecretsManager",
     "TTLCache",
+    "VaultAgentAuth",
+    "VaultAppRoleAuth",
+    "VaultCertAuth",
+    "VaultJWTAuth",
+    "VaultKubernetesAuth",
+    "VaultTokenAuth",
+    "VaultUserpassAuth",
     "__version__",
     "cached",
     "get_provider_config_cache",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._resolver import Mode, Resolver
+from ._resolver import Mode, Resolver, Slot
 from .errors import ProviderError
 from .providers.base import NOT_CACHED
 
@@ -29,6 +29,13 @@ def mask(value: str | None) -> str | None:
     return "*" * 8
 
 
+def _add_auth(info: dict[str, Any], slot: Slot) -> None:
+    # Vault and the like: login method, mount, the token's remaining TTL.
+    auth = slot.provider.auth_status()
+    if auth is not None:
+        info["auth"] = auth
+
+
 async def explain(
     resolver: Resolver, nkey: str, lookup: Callable[[str], Awaitable[str | None]]
 ) -> dict[str, Any]:
@@ -36,7 +43,8 @@ async def explain(
 
     Returns:
         ``key``, ``provider`` (name or None), ``value`` (masked), ``cached`` (answered from
-        the cache without a back-end call), ``stale`` (served past its freshness), ``age_s``.
+        the cache without a back-end call), ``stale`` (served past its freshness), ``age_s``,
+        and ``auth`` when the answering provider authenticates (`SecretProvider.auth_status`).
     """
     before = {id(s): resolver.cached_entry(s, nkey) for s in resolver.slots}
     value = await lookup(nkey)
@@ -63,6 +71,7 @@ async def explain(
                     continue  # the lookup skipped it too
             if answer:
                 info["provider"] = slot.name
+                _add_auth(info, slot)
                 return info
             continue
         entry = resolver.cached_entry(slot, nkey)
@@ -71,6 +80,7 @@ async def explain(
         answer = entry.value.get(nkey) if slot.mode is Mode.DOCUMENT else entry.value
         if answer:
             info["provider"] = slot.name
+            _add_auth(info, slot)
             info["cached"] = before[id(slot)] is entry
             info["stale"] = now >= entry.fresh_until
             info["age_s"] = round(now - entry.fetched_at, 3)

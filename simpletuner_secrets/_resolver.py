@@ -423,7 +423,7 @@ class Resolver:
         cache["max_stale"] = self.policy.max_stale
         return {
             "cache": cache,
-            "providers": {s.name: s.stats.snapshot() for s in self.slots},
+            "providers": {s.name: self._provider_stats(s) for s in self.slots},
         }
 
     async def aclose(self) -> None:
@@ -438,6 +438,14 @@ class Resolver:
                 logger.warning(
                     "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
                 )
+
+    @staticmethod
+    def _provider_stats(slot: Slot) -> dict[str, Any]:
+        snapshot = slot.stats.snapshot()
+        auth = slot.provider.auth_status()
+        if auth is not None:
+            snapshot["auth"] = auth  # logins, renewals, the token's remaining TTL
+        return snapshot
 
     async def cancel_background(self) -> None:
         """Cancel background refreshes and loads in flight, so that no provider is called

@@ -314,7 +314,9 @@ class SecretsManager:
         Returns:
             ``key`` (normalized), ``provider`` (name or None), ``value`` (masked), ``cached``
             (answered from the manager's cache without a back-end call), ``stale`` (served
-            past its freshness because refreshes fail), ``age_s`` (seconds since fetched).
+            past its freshness because refreshes fail), ``age_s`` (seconds since fetched),
+            and ``auth`` when the answering provider authenticates (Vault: method, mount,
+            the token's remaining TTL, see `SecretProvider.auth_status`).
         """
         _require_asyncio()
         return await explain(self.resolver, normalize_key(key), self.get)

@@ -24,7 +24,8 @@ and looks for them, after the test, in:
   out of the library during the test (and of the exceptions chained to it), as
   ``traceback.TracebackException(capture_locals=True)`` renders them: what Sentry's default
   ``include_local_variables`` and ``pytest --showlocals`` record;
-- the ``repr`` of every provider, `SecretsManager`, `SyncSecretsManager` and `TTLCache` the test
+- the ``repr`` of every provider, Vault auth object, `SecretsManager`, `SyncSecretsManager` and
+  `TTLCache` the test
   created that is still alive at its end (held by a fixture, a module or the library; the
   audit keeps only weak references, so that garbage collection behaves as without it).
 
@@ -54,6 +55,7 @@ from simpletuner_secrets.errors import SecretsError
 from simpletuner_secrets.keys import KNOWN_KEYS
 from simpletuner_secrets.manager import SecretsManager
 from simpletuner_secrets.providers.base import SecretProvider
+from simpletuner_secrets.providers.vault import VaultAuth
 from simpletuner_secrets.sync import SyncSecretsManager
 from simpletuner_secrets.testing import InMemorySecretProvider
 
@@ -226,7 +228,7 @@ def _install() -> None:
     global _installed
     if _installed:
         return
-    for cls in (SecretProvider, SecretsManager, SyncSecretsManager, TTLCache):
+    for cls in (SecretProvider, SecretsManager, SyncSecretsManager, TTLCache, VaultAuth):
         if "__new__" not in vars(cls):
             cls.__new__ = _track_new  # type: ignore[method-assign,assignment]
     InMemorySecretProvider.__init__ = _registering_init(  # type: ignore[method-assign]

@@ -110,6 +110,12 @@ class SecretProvider(abc.ABC):
         """Return whether the provider is configured and its dependencies importable."""
         return True
 
+    def auth_status(self) -> dict[str, Any] | None:
+        """How the provider authenticates, without I/O (method, mount, the token's remaining
+        TTL, login counters), for `SecretsManager.explain` and ``stats``; None when it has
+        nothing to say. Never a token or a login secret."""
+        return None
+
     @classmethod
     def from_settings(
         cls, config: Mapping[str, Any], environ: Mapping[str, str]

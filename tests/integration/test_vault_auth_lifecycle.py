@@ -1,0 +1,147 @@
+"""The token's life on a real OpenBao server (SPEC 8): a role issuing tokens with ttl=2s and
+max_ttl=8s, looked up every 0.1 s for 20 s through a manager with a 0.5 s cache TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from simpletuner_secrets import SecretsManager, VaultAppRoleAuth
+from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.heartbeat import max_gap_during
+from tests.leak_audit import register_secret
+from tests.servers.bao import BaoServer
+
+pytestmark = pytest.mark.integration
+
+LOGGER = "simpletuner_secrets.providers.vault"
+RUN_S = 20.0
+EVERY_S = 0.1
+#: A wide hang guard per lookup: the machine is shared.
+LOOKUP_GUARD_S = 10.0
+
+
+async def test_short_lived_tokens_never_fail_a_lookup(
+    bao: BaoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 s of lookups every 0.1 s over tokens of ttl=2s, max_ttl=8s: no lookup fails, none
+    is served stale, the keeper both renews and logs in again; a revocation of every token
+    of the role at 10 s is repaired within 3 s with at most one WARNING."""
+    mount = f"approle-{secrets.token_hex(4)}"
+    path = f"life-{secrets.token_hex(4)}"
+    bao.cli("kv", "put", f"secret/{path}", "HF_TOKEN=hf_life")
+    policy = f"life-{secrets.token_hex(4)}"
+    bao.cli(
+        "policy",
+        "write",
+        policy,
+        "-",
+        input=f'path "secret/data/{path}" {{ capabilities = ["read"] }}',
+    )
+    bao.cli("auth", "enable", f"-path={mount}", "approle")
+    bao.cli(
+        "write",
+        f"auth/{mount}/role/app",
+        f"token_policies={policy}",
+        "token_ttl=2s",
+        "token_max_ttl=8s",
+    )
+    role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
+    secret_id = bao.cli(
+        "write", "-f", "-field=secret_id", f"auth/{mount}/role/app/secret-id"
+    ).stdout.strip()
+    register_secret(secret_id)
+    home = tmp_path / "home"
+    home.mkdir()
+    vault = HashiCorpVaultProvider(
+        bao.url,
+        path=path,
+        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
+        environ={"HOME": str(home)},
+    )
+    manager = SecretsManager(providers=[vault], cache_ttl=0.5, on_provider_error="raise")
+    answers: list[str | None] = []
+    revoked_at: float | None = None
+    repaired_at: float | None = None
+    generation_before = -1
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        start = time.monotonic()
+        while (now := time.monotonic()) - start < RUN_S:
+            answers.append(await asyncio.wait_for(manager.get("HF_TOKEN"), LOOKUP_GUARD_S))
+            if revoked_at is None and now - start >= RUN_S / 2:
+                generation_before = vault.auth_status()["logins"]
+                await asyncio.to_thread(bao.cli, "token", "revoke", "-mode=path", f"auth/{mount}/")
+                revoked_at = time.monotonic()
+            elif (
+                revoked_at is not None
+                and repaired_at is None
+                and vault.auth_status()["logins"] > generation_before
+            ):
+                repaired_at = time.monotonic()
+            await asyncio.sleep(EVERY_S)
+        stats = manager.stats()["providers"]["vault"]
+        status = vault.auth_status()
+        await manager.aclose()
+    assert len(answers) > 50
+    assert answers == ["hf_life"] * len(answers)
+    assert stats["errors"] == 0 and stats["timeouts"] == 0
+    assert stats["stale_served"] == 0, stats
+    assert status["renewals"] >= 2, status
+    assert status["logins"] >= 3, status  # the first, at least one near max TTL, the repair
+    assert revoked_at is not None and repaired_at is not None
+    assert repaired_at - revoked_at < 3.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 1, warnings
+
+
+async def test_renewals_and_relogins_never_block_the_loop(bao: BaoServer, tmp_path: Path) -> None:
+    """6 s of lookups over ttl=2s, max_ttl=4s tokens (renewals and a new login on the way),
+    measured by a 5 ms heartbeat: the loop never stalls 0.1 s."""
+    mount = f"approle-{secrets.token_hex(4)}"
+    path = f"beat-{secrets.token_hex(4)}"
+    bao.cli("kv", "put", f"secret/{path}", "HF_TOKEN=hf_beat")
+    policy = f"beat-{secrets.token_hex(4)}"
+    hcl = f'path "secret/data/{path}" {{ capabilities = ["read"] }}'
+    bao.cli("policy", "write", policy, "-", input=hcl)
+    bao.cli("auth", "enable", f"-path={mount}", "approle")
+    bao.cli(
+        "write",
+        f"auth/{mount}/role/app",
+        f"token_policies={policy}",
+        "token_ttl=2s",
+        "token_max_ttl=4s",
+    )
+    role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
+    secret_id = bao.cli(
+        "write", "-f", "-field=secret_id", f"auth/{mount}/role/app/secret-id"
+    ).stdout.strip()
+    register_secret(secret_id)
+    home = tmp_path / "home"
+    home.mkdir()
+    vault = HashiCorpVaultProvider(
+        bao.url,
+        path=path,
+        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
+        environ={"HOME": str(home)},
+    )
+    manager = SecretsManager(providers=[vault], cache_ttl=0.5, on_provider_error="raise")
+
+    async def lookups() -> list[str | None]:
+        got = []
+        start = time.monotonic()
+        while time.monotonic() - start < 6.0:
+            got.append(await asyncio.wait_for(manager.get("HF_TOKEN"), LOOKUP_GUARD_S))
+            await asyncio.sleep(EVERY_S)
+        return got
+
+    stall, answers = await max_gap_during(lookups())
+    status = vault.auth_status()
+    await manager.aclose()
+    assert set(answers) == {"hf_beat"}
+    assert status["renewals"] >= 1 and status["logins"] >= 2, status
+    assert stall < 0.1, f"the event loop stalled {stall * 1000:.0f} ms"
