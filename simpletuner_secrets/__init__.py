@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AWSSecretsManagerProvider": ".providers.aws",
     "HashiCorpVaultProvider": ".providers.vault",
+    "VaultAgentAuth": ".providers.vault",
 }
 
 
@@ -57,6 +58,7 @@ __all__ = [
     "SecretsManager",
     "SyncSecretsManager",
     "TTLCache",
+    "VaultAgentAuth",
     "__version__",
     "cached",
     "get_provider_config_cache",

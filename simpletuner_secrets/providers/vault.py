@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -47,7 +47,7 @@ from ._common import (
 )
 from .base import DocumentSecretProvider, LeftOut
 
-__all__ = ["HashiCorpVaultProvider"]
+__all__ = ["HashiCorpVaultProvider", "VaultAgentAuth"]
 
 logger = logging.getLogger(__name__)
 
@@ -397,19 +397,72 @@ def _fetch(client: Any, source: str, deadline: _Deadline, limit: int) -> bytes |
 def _answer(response: Any, deadline: _Deadline, limit: int) -> bytes | _Refusal:
     status = int(response.status_code)
     if 300 <= status < 400:
-        where = display_url(str(response.headers.get("Location") or "?"))[:200]
-        detail = (
-            f"HTTP {status} redirect to {where}; redirects are never followed "
-            "(the token would go along)"
-        )
+        location = str(response.headers.get("Location") or "?")
+        where = display_url(location)[:200]
+        detail = f"HTTP {status} redirect to {where}{_standby_redirect_hint(response, location)}"
+        detail += "; redirects are never followed (the token would go along)"
         return _Refusal("Redirect", status, detail=detail)
     if 200 <= status < 300:
         return _read_body(response, deadline, limit)
     no_route = False
+    name = _STATUS_NAMES.get(status, "HTTPError")
     if status == 404:
         body = _read_body(response, deadline, _ERROR_BODY_LIMIT)
         no_route = isinstance(body, bytes) and b"no handler for route" in body
-    return _Refusal(_STATUS_NAMES.get(status, "HTTPError"), status, no_route=no_route)
+    elif status in _HA_STATES:
+        body = _read_body(response, deadline, _ERROR_BODY_LIMIT)
+        state = _ha_state(status, body) if isinstance(body, bytes) else ""
+        if state:
+            return _Refusal(name, status, detail=f"{name} (HTTP {status}): {state}")
+    return _Refusal(name, status, no_route=no_route)
+
+
+# -- high availability: what a standby or a node without a leader answers ----------------
+#
+# A standby forwards requests to the active node over the cluster port. When it cannot (no
+# active node during a leader election, or forwarding off) it answers 307 with the active
+# node's address, the same path on another node; that redirect is never followed (the token
+# would go along), so the read fails and the manager serves the last good answer. A node
+# with no leader at all answers 500, a sealed one 503: both are named, not left as bare
+# status codes, so a log says "leader election" rather than "internal error". Only these
+# fixed phrases of the server's error text are looked for; the text is never quoted.
+
+#: Statuses whose error text may tell an HA state, and the phrases that tell it.
+_HA_STATES: dict[int, tuple[tuple[bytes, str], ...]] = {
+    500: (
+        (
+            b"active cluster node not found",
+            "the cluster has no active node now (a leader election?); retried later",
+        ),
+    ),
+    503: ((b"is sealed", "this node is sealed (restarted and not unsealed yet?)"),),
+}
+
+
+def _ha_state(status: int, body: bytes) -> str:
+    """What the error text of a 500 or 503 says about the cluster, or ``""``."""
+    for phrase, meaning in _HA_STATES.get(status, ()):
+        if phrase in body:
+            return meaning
+    return ""
+
+
+def _standby_redirect_hint(response: Any, location: str) -> str:
+    """A note for a 307 that sends the very same request to another node: a standby
+    pointing at its active node, which it could not forward to."""
+    requested = urlsplit(str(getattr(response, "url", "") or ""))
+    target = urlsplit(location)
+    if (
+        int(response.status_code) == 307
+        and target.netloc
+        and target.netloc != requested.netloc
+        and target.path == requested.path
+    ):
+        return (
+            " (a standby node pointing at its active node: it could not forward the"
+            " request, as during a leader election)"
+        )
+    return ""
 
 
 def _read_body(response: Any, deadline: _Deadline, limit: int) -> bytes | _Refusal:
@@ -452,6 +505,48 @@ def _decode(body: bytes, source: str, levels: int) -> tuple[Any, str]:
     return answer, ""
 
 
+# -- Agent mode (SPEC 8: VaultAgentAuth; vault_auth / SIMPLETUNER_VAULT_AUTH = "agent") ------
+
+
+@dataclass(frozen=True)
+class VaultAgentAuth:
+    """No token of the provider's own: a Vault Agent or OpenBao Proxy in front of Vault adds
+    its auto-auth token (``api_proxy { use_auto_auth_token = true }``).
+
+    The provider sends no ``X-Vault-Token`` at all; a ``VAULT_TOKEN`` or ``~/.vault-token``
+    around is ignored. Point ``url`` at the agent's listener.
+    """
+
+    #: The ``vault_auth`` / ``SIMPLETUNER_VAULT_AUTH`` value that selects it.
+    method: ClassVar[str] = "agent"
+
+
+#: The ``vault_auth`` values this provider knows (``token`` is the default).
+_AUTH_METHODS = ("token", VaultAgentAuth.method)
+
+
+def _agent_mode(
+    auth: VaultAgentAuth | None, cfg: Mapping[str, Any], env: Mapping[str, str]
+) -> bool:
+    """Whether the provider sends no token: ``auth=VaultAgentAuth()``, else ``vault_auth``
+    from config, else ``SIMPLETUNER_VAULT_AUTH``, is ``agent``."""
+    if auth is not None:
+        if not isinstance(auth, VaultAgentAuth):
+            raise ConfigurationError(
+                f"vault: auth must be a VaultAgentAuth, not {type(auth).__name__}"
+            )
+        return True
+    method = first_setting(cfg.get("vault_auth"), env.get("SIMPLETUNER_VAULT_AUTH"))
+    if method is None:
+        return False
+    method = method.strip().lower()
+    if method not in _AUTH_METHODS:
+        raise ConfigurationError(
+            f"vault: unknown auth method {method!r}; use one of {', '.join(_AUTH_METHODS)}"
+        )
+    return method == VaultAgentAuth.method
+
+
 @dataclass(frozen=True)
 class _Read:
     """What one read of the secret came to. It never holds the answer's text: an error about
@@ -482,7 +577,14 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     ``SIMPLETUNER_VAULT_PATH``, ``SIMPLETUNER_VAULT_MOUNT``, ``VAULT_NAMESPACE``,
     ``VAULT_SKIP_VERIFY``, ``VAULT_CACERT``, ``VAULT_CAPATH``). Blank counts as unset at every
     level, ``verify`` included (so a blank verify keeps verification on). A truthy
-    ``VAULT_SKIP_VERIFY`` wins over a CA setting, as with the vault CLI.
+    ``VAULT_SKIP_VERIFY`` wins over a CA setting, as with the vault CLI. Agent mode
+    (``auth=VaultAgentAuth()``, or ``vault_auth`` / ``SIMPLETUNER_VAULT_AUTH`` = ``agent``)
+    sends no token at all: a Vault Agent or OpenBao Proxy at ``url`` adds its own.
+
+    In a cluster, a standby forwards reads to the active node. A standby's redirect to the
+    active node (it could not forward, as during a leader election) is not followed, a node
+    with no active node (500) or sealed (503) is named as such: each is a `ProviderError`
+    the manager answers with the last good document until the cluster has a leader again.
 
     ``~/.vault-token`` is read only when it is a regular file of at most 64 KiB (opened
     without blocking, so a FIFO cannot hang the constructor); one readable by group or others
@@ -505,6 +607,8 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         timeout: Seconds one load may take in all (connecting and every read of every
             request it makes): a total deadline, not only a per-read one.
         max_document_size: Larger answers are refused with `ProviderError` (default 1 MiB).
+        auth: `VaultAgentAuth()` for agent mode (no token sent; also ``vault_auth`` /
+            ``SIMPLETUNER_VAULT_AUTH`` = ``agent``); None for a token.
         config: Settings by config key (see above).
         environ: The environment to read settings from (defaults to ``os.environ``); its
             ``HOME``, when present, locates ``~/.vault-token``.
@@ -527,6 +631,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             "vault_namespace",
             "vault_verify",
             "vault_kv_version",
+            "vault_auth",
         }
     )
 
@@ -542,6 +647,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         kv_version: int | None = None,
         timeout: float = 10.0,
         max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
+        auth: VaultAgentAuth | None = None,
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -557,6 +663,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 kv_version=kv_version,
                 timeout=timeout,
                 max_document_size=max_document_size,
+                auth=auth,
                 cfg=config or {},
                 env=os.environ if environ is None else environ,
             )
@@ -582,6 +689,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         kv_version: int | None,
         timeout: float,
         max_document_size: int,
+        auth: VaultAgentAuth | None,
         cfg: Mapping[str, Any],
         env: Mapping[str, str],
     ) -> None:
@@ -597,8 +705,13 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
                 )
             url = url.rstrip("/")
         self.url = url
-        given = first_setting(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
-        self._token = Masked(given) if given is not None else self._token_from_file(env)
+        #: Agent mode: no token is sent (an agent or proxy in front adds its own).
+        self.agent = _agent_mode(auth, cfg, env)
+        if self.agent:
+            self._token: Masked | None = None
+        else:
+            given = first_setting(token, cfg.get("vault_token"), env.get("VAULT_TOKEN"))
+            self._token = Masked(given) if given is not None else self._token_from_file(env)
         self.path = (
             first_setting(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH"))
             or DEFAULT_PATH
@@ -736,7 +849,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         missing = []
         if self.url is None:
             missing.append("VAULT_ADDR")
-        if self._token is None:
+        if self._token is None and not self.agent:
             missing.append("VAULT_TOKEN")
         return missing
 
