@@ -235,9 +235,13 @@ class BaoCluster:
             process.wait(timeout=30)
         node.process = None
 
-    def restart(self, node: BaoNode, deadline_s: float = STEP_DEADLINE_S) -> None:
+    def restart(
+        self, node: BaoNode, *, unseal: bool = True, deadline_s: float = STEP_DEADLINE_S
+    ) -> None:
         """Start a killed ``node`` again on its data and unseal it; return once it answers as
-        an unsealed node (a standby, or the active node if it wins an election).
+        an unsealed node (a standby, or the active node if it wins an election). With
+        ``unseal=False`` it is left sealed, as a restarted node is until an operator (or
+        auto-unseal) unseals it.
 
         Raises:
             BaoStartError: It did not come back in time.
@@ -246,7 +250,8 @@ class BaoCluster:
             return
         _spawn(self.binary, node, self.workdir)
         _wait_answers(node, deadline_s)
-        self.unseal(node, deadline_s)
+        if unseal:
+            self.unseal(node, deadline_s)
 
     def unseal(self, node: BaoNode, deadline_s: float = STEP_DEADLINE_S) -> None:
         """``bao operator unseal`` on ``node`` until it is unsealed (standby or active)."""
@@ -305,7 +310,6 @@ listener "tcp" {{
 }}
 api_addr = "{node.url}"
 cluster_addr = "https://127.0.0.1:{node.cluster_port}"
-disable_mlock = true
 disable_standby_reads = true
 """
 
