@@ -459,8 +459,8 @@ def _standby_redirect_hint(response: Any, location: str) -> str:
         and target.path == requested.path
     ):
         return (
-            " (a standby node pointing at its active node: it could not forward the"
-            " request, as during a leader election)"
+            " (the same request on another node: what a standby answers when it cannot"
+            " forward to its active node, as during a leader election)"
         )
     return ""
 

@@ -121,7 +121,7 @@ async def test_standby_redirect_is_named_and_not_followed(
     bao_cluster: BaoCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With no quorum left, a standby redirects to the lost leader's address: the provider
-    raises a ProviderError saying a standby pointed at its active node, and sends nothing
+    raises a ProviderError saying what a standby's redirect means, and sends nothing
     there (a listener on that address gets no connection); the token is in no message."""
     cluster = bao_cluster
     with restored(cluster):
@@ -141,7 +141,7 @@ async def test_standby_redirect_is_named_and_not_followed(
             message = str(caught.value)
             assert "307 redirect" in message
             assert f"127.0.0.1:{leader.port}" in message
-            assert "standby node pointing at its active node" in message
+            assert "what a standby answers when it cannot forward" in message
             assert "never followed" in message
             assert decoy.accepted == 0
             assert cluster.token not in message

@@ -459,11 +459,21 @@ def bao_cluster() -> Iterator[BaoCluster]:
         cluster = manager.__enter__()
     except (BaoStartError, OSError, AssertionError, subprocess.SubprocessError) as exc:
         pytest.fail(f"cannot start the OpenBao raft cluster: {exc}", pytrace=False)
-    print(f"\nOpenBao raft cluster started in {cluster.started_in_s:.1f} s")
+    _STARTED.append(cluster.started_in_s)
     try:
         yield cluster
     finally:
         manager.__exit__(None, None, None)
+
+
+#: How long each cluster of the session took to start (shown in the terminal summary).
+_STARTED: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how long the raft cluster took to start, when one was started."""
+    for seconds in _STARTED:
+        terminalreporter.write_line(f"OpenBao raft cluster (3 nodes) started in {seconds:.1f} s")
 
 
 @pytest.hookimpl(wrapper=True)
