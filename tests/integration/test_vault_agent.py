@@ -17,6 +17,7 @@ import pytest
 
 from simpletuner_secrets import ConfigurationError, SecretsManager, VaultAgentAuth
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.leak_audit import register_secret
 from tests.servers.bao import BaoServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -32,11 +33,19 @@ class Proxy:
     url: str
     secret_path: str
     policy: str
+    secret_id: str
     log_path: Path
     process: subprocess.Popen[bytes]
 
     def log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+
+
+@pytest.fixture(autouse=True)
+def audited(bao_proxy: Proxy) -> None:
+    """The AppRole secret id and the secret's value are audited in every test."""
+    register_secret(bao_proxy.secret_id)
+    register_secret("hf_through_the_proxy")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -118,7 +127,7 @@ listener "tcp" {{
             env={**env, "HOME": str(workdir)},
             cwd=workdir,
         )
-    proxy = Proxy(f"http://127.0.0.1:{port}", path, policy, log_path, process)
+    proxy = Proxy(f"http://127.0.0.1:{port}", path, policy, secret_id, log_path, process)
     try:
         began = time.monotonic()
         deadline = began + PROXY_DEADLINE_S

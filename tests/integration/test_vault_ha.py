@@ -21,6 +21,7 @@ import pytest
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
 from tests.clock import FakeClock
+from tests.leak_audit import register_secret
 from tests.round_robin import RoundRobinFront
 from tests.servers.bao_cluster import DOCUMENT, DOCUMENT_PATH, BaoCluster, BaoNode
 
@@ -38,6 +39,14 @@ STEP = 0.25
 FRESH_AGAIN_WITHIN_S = 10.0
 #: Hang guard for the whole failover (wall clock).
 FAILOVER_GUARD_S = 90.0
+
+
+@pytest.fixture(autouse=True)
+def audited(bao_cluster: BaoCluster) -> None:
+    """The root token, the unseal key and the document's values are audited in every test
+    (no log, error, warning or repr may hold them)."""
+    for value in (bao_cluster.token, bao_cluster.unseal_key, *DOCUMENT.values()):
+        register_secret(value)
 
 
 def provider_at(url: str, cluster: BaoCluster) -> HashiCorpVaultProvider:
@@ -244,6 +253,7 @@ async def test_leader_killed_during_concurrent_lookups(
     caplog.set_level(logging.INFO, logger=LOGGER)
     old_value = DOCUMENT["HF_TOKEN"]
     new_value = "hf_after_failover"
+    register_secret(new_value)
     with restored(cluster):
         leader = cluster.wait_active()
         # The leader first: the provider's kept-alive connection goes to the node killed.

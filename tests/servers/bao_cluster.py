@@ -441,9 +441,21 @@ def run_bao_cluster() -> Iterator[BaoCluster]:
     """
     binary = bao_binary()
     with tempfile.TemporaryDirectory(prefix="bao-cluster-") as tmp:
-        workdir = Path(tmp)
-        os.chmod(workdir, 0o700)
-        cluster = _start(binary, workdir)
+        root = Path(tmp)
+        os.chmod(root, 0o700)
+        cluster: BaoCluster | None = None
+        for attempt in range(1, 4):
+            # A port taken by someone else between the probe and the bind: start over on
+            # new ports. Anything else is not retried.
+            workdir = root / f"attempt-{attempt}"
+            workdir.mkdir(mode=0o700)
+            try:
+                cluster = _start(binary, workdir)
+                break
+            except BaoStartError as exc:
+                if "address already in use" not in str(exc) or attempt == 3:
+                    raise
+        assert cluster is not None
         try:
             yield cluster
         finally:
