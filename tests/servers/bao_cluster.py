@@ -469,7 +469,14 @@ def bao_cluster() -> Iterator[BaoCluster]:
     try:
         manager = run_bao_cluster()
         cluster = manager.__enter__()
-    except (BaoStartError, OSError, AssertionError, subprocess.SubprocessError) as exc:
+    except (
+        BaoStartError,
+        OSError,
+        AssertionError,
+        ValueError,
+        KeyError,
+        subprocess.SubprocessError,
+    ) as exc:
         pytest.fail(f"cannot start the OpenBao raft cluster: {exc}", pytrace=False)
     _STARTED.append(cluster.started_in_s)
     try:
