@@ -582,9 +582,10 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     sends no token at all: a Vault Agent or OpenBao Proxy at ``url`` adds its own.
 
     In a cluster, a standby forwards reads to the active node. A standby's redirect to the
-    active node (it could not forward, as during a leader election) is not followed, a node
-    with no active node (500) or sealed (503) is named as such: each is a `ProviderError`
-    the manager answers with the last good document until the cluster has a leader again.
+    active node (it could not forward, as during a leader election) is not followed; the 500
+    of a node whose cluster has no active node, and the 503 of a sealed node, are named in
+    the error. Each is a `ProviderError`, so the manager serves the last good document until
+    the cluster has a leader again.
 
     ``~/.vault-token`` is read only when it is a regular file of at most 64 KiB (opened
     without blocking, so a FIFO cannot hang the constructor); one readable by group or others
