@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["pytester", "tests.servers.bao", "tests.servers.moto", "tests.leak_audit"]
+pytest_plugins = [
+    "pytester",
+    "tests.servers.bao",
+    "tests.servers.bao_cluster",
+    "tests.servers.moto",
+    "tests.leak_audit",
+]

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .. import _fork
 from ._common import WorkerSlots, display_url
@@ -518,11 +518,10 @@ def _error_texts(body: bytes | Refusal) -> tuple[str, ...]:
 def _answer(response: Any, deadline: Deadline, limit: int) -> bytes | Refusal:
     status = int(response.status_code)
     if 300 <= status < 400:
-        where = display_url(str(response.headers.get("Location") or "?"))[:200]
-        detail = (
-            f"HTTP {status} redirect to {where}; redirects are never followed "
-            "(the token would go along)"
-        )
+        location = str(response.headers.get("Location") or "?")
+        where = display_url(location)[:200]
+        detail = f"HTTP {status} redirect to {where}{_standby_redirect_hint(response, location)}"
+        detail += "; redirects are never followed (the token would go along)"
         return Refusal("Redirect", status, detail=detail)
     if 200 <= status < 300:
         return _read_body(response, deadline, limit)
@@ -530,7 +529,58 @@ def _answer(response: Any, deadline: Deadline, limit: int) -> bytes | Refusal:
     no_route = status == 404 and isinstance(body, bytes) and b"no handler for route" in body
     errors = _error_texts(body)
     name = _STATUS_NAMES.get(status, "HTTPError")
+    state = _ha_state(status, body) if isinstance(body, bytes) else ""
+    if state:
+        return Refusal(name, status, detail=f"{name} (HTTP {status}): {state}", errors=errors)
     return Refusal(name, status, no_route=no_route, errors=errors)
+
+
+# -- high availability: what a standby or a node without a leader answers ----------------
+#
+# A standby forwards requests to the active node over the cluster port. When it cannot (no
+# active node during a leader election, or forwarding off) it answers 307 with the active
+# node's address, the same path on another node; that redirect is never followed (the token
+# would go along), so the read fails and the manager serves the last good answer. A node
+# with no leader at all answers 500, a sealed one 503: both are named, not left as bare
+# status codes, so a log says "leader election" rather than "internal error". Only these
+# fixed phrases of the server's error text are looked for.
+
+#: Statuses whose error text may tell an HA state, and the phrases that tell it.
+_HA_STATES: dict[int, tuple[tuple[bytes, str], ...]] = {
+    500: (
+        (
+            b"active cluster node not found",
+            "the cluster has no active node now (a leader election?); retried later",
+        ),
+    ),
+    503: ((b"is sealed", "this node is sealed (restarted and not unsealed yet?)"),),
+}
+
+
+def _ha_state(status: int, body: bytes) -> str:
+    """What the error text of a 500 or 503 says about the cluster, or ``""``."""
+    for phrase, meaning in _HA_STATES.get(status, ()):
+        if phrase in body:
+            return meaning
+    return ""
+
+
+def _standby_redirect_hint(response: Any, location: str) -> str:
+    """A note for a 307 that sends the very same request to another node: a standby
+    pointing at its active node, which it could not forward to."""
+    requested = urlsplit(str(getattr(response, "url", "") or ""))
+    target = urlsplit(location)
+    if (
+        int(response.status_code) == 307
+        and target.netloc
+        and target.netloc != requested.netloc
+        and target.path == requested.path
+    ):
+        return (
+            " (the same request on another node: what a standby answers when it cannot"
+            " forward to its active node, as during a leader election)"
+        )
+    return ""
 
 
 def _read_body(response: Any, deadline: Deadline, limit: int) -> bytes | Refusal:

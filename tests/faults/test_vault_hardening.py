@@ -296,6 +296,43 @@ async def test_a_redirect_during_version_detection_is_not_followed(home: Path) -
         assert elsewhere.seen == []
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "named"),
+    [
+        (
+            500,
+            b'{"errors":["local node not active but active cluster node not found"]}\n',
+            "the cluster has no active node now (a leader election?)",
+        ),
+        (503, b'{"errors":["Vault is sealed"]}\n', "this node is sealed"),
+    ],
+)
+async def test_a_node_between_leaders_or_sealed_is_named(
+    home: Path, status: int, body: bytes, named: str
+) -> None:
+    """The 500 a raft node answers while its cluster has no leader, and the 503 of a sealed
+    node, are ProviderErrors that say so (not a bare status); the server's text is matched,
+    never quoted."""
+    with StubServer(fixed(status, body)) as node:
+        vault = vault_on(node.url, home, kv_version=2)
+        with pytest.raises(ProviderError) as info:
+            await asyncio.wait_for(vault.get(KEY), 10)
+        await vault.aclose()
+    message = str(info.value)
+    assert f"HTTP {status}" in message and named in message
+    assert body.decode().split('"')[3] not in message
+
+
+async def test_another_500_is_not_called_an_election(home: Path) -> None:
+    """A 500 with any other text stays a plain InternalServerError (HTTP 500)."""
+    with StubServer(fixed(500, b'{"errors":["internal error"]}')) as node:
+        vault = vault_on(node.url, home, kv_version=2)
+        with pytest.raises(ProviderError) as info:
+            await asyncio.wait_for(vault.get(KEY), 10)
+        await vault.aclose()
+    assert str(info.value).endswith("failed: InternalServerError (HTTP 500)")
+
+
 async def test_an_https_redirect_to_plain_http_is_not_followed(
     bao_tls: BaoServer, home: Path
 ) -> None:
