@@ -531,7 +531,8 @@ def _answer(response: Any, deadline: Deadline, limit: int) -> bytes | Refusal:
     name = _STATUS_NAMES.get(status, "HTTPError")
     state = _ha_state(status, body) if isinstance(body, bytes) else ""
     if state:
-        return Refusal(name, status, detail=f"{name} (HTTP {status}): {state}", errors=errors)
+        # The state in our words; Vault's text would only repeat it.
+        return Refusal(name, status, detail=f"{name} (HTTP {status}): {state}")
     return Refusal(name, status, no_route=no_route, errors=errors)
 
 

@@ -324,13 +324,16 @@ async def test_a_node_between_leaders_or_sealed_is_named(
 
 
 async def test_another_500_is_not_called_an_election(home: Path) -> None:
-    """A 500 with any other text stays a plain InternalServerError (HTTP 500)."""
+    """A 500 with any other text stays a plain InternalServerError (HTTP 500), Vault's own
+    text after it, and is not called an election."""
     with StubServer(fixed(500, b'{"errors":["internal error"]}')) as node:
         vault = vault_on(node.url, home, kv_version=2)
         with pytest.raises(ProviderError) as info:
             await asyncio.wait_for(vault.get(KEY), 10)
         await vault.aclose()
-    assert str(info.value).endswith("failed: InternalServerError (HTTP 500)")
+    message = str(info.value)
+    assert message.endswith("failed: InternalServerError (HTTP 500): internal error")
+    assert "election" not in message
 
 
 async def test_an_https_redirect_to_plain_http_is_not_followed(
