@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -267,6 +268,8 @@ class Resolver:
             # no provider failure to skip, so it ends the lookup.
             raise SecretsError("this SecretsManager was closed during the lookup")
         start = self.timer()
+        # Wall time for the message: how long the caller really waited (the timer may be fake).
+        wall_start = time.monotonic()
         failure: ProviderError | None = None
         deadline: Any = None
         try:
@@ -276,8 +279,10 @@ class Resolver:
             stats.errors += 1
             if _expired(deadline):
                 stats.timeouts += 1
+                waited = time.monotonic() - wall_start
                 failure = ProviderError(
-                    f"{slot.name}: no answer within {self.provider_timeout:g} s",
+                    f"{slot.name}: no answer within {self.provider_timeout:g} s "
+                    f"(timed out; gave up after {waited:.1f} s)",
                     provider=slot.name,
                 )
             else:

@@ -22,6 +22,7 @@ from ._chain import check_config, default_chain
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
+from ._settings import ManagerSettings
 from .errors import ProviderError, SecretsError
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
 from .providers.base import NOT_CACHED, LeftOut, SecretProvider
@@ -86,23 +87,29 @@ class SecretsManager:
         config: Settings: ``file_path``, ``aws_secret_name``, ``aws_region``,
             ``aws_endpoint_url``, ``vault_url``, ``vault_token``, ``vault_path``,
             ``vault_mount_point``, ``env_prefix``.
-        cache_ttl: Seconds a cached answer stays fresh.
+        cache_ttl: Seconds a cached answer stays fresh. None: ``SIMPLETUNER_CACHE_TTL``,
+            else 300.
         cache_max_size: Most cached answers (absent keys included); the least recently used
-            go first.
+            go first. None: ``SIMPLETUNER_CACHE_MAX_SIZE``, else 10,000.
         on_provider_error: ``"skip"`` logs a failing provider and asks the next one;
             ``"raise"`` raises `ProviderError` when the failing provider could still have
-            decided the answer.
+            decided the answer. None: ``SIMPLETUNER_ON_PROVIDER_ERROR``, else ``"skip"``.
         provider_timeout: Seconds any provider call may take; a timeout is a failure.
+            None: ``SIMPLETUNER_PROVIDER_TIMEOUT``, else 5.
         max_stale: Seconds past freshness that a last good value may still be served while
-            refreshes fail.
-        environ: The environment to build the chain from (defaults to ``os.environ``).
+            refreshes fail. None: ``SIMPLETUNER_MAX_STALE``, else 86,400.
+        environ: The environment to read settings and build the chain from (defaults to
+            ``os.environ``).
         timer: Monotonic clock for every freshness decision; tests pass a fake one.
         rng: Source of the TTL and backoff jitter (``uniform(a, b)``); tests pass a seeded
             `random.Random`. The default, the `random` module, is reseeded in forked children.
 
     Raises:
-        ValueError: A negative TTL or timeout, or an unknown ``on_provider_error``.
-        ConfigurationError: A ``config`` key no provider reads (the nearest valid one named).
+        ValueError: An argument out of range (a negative TTL or timeout, a cache size below
+            1), or an unknown ``on_provider_error``.
+        ConfigurationError: A ``config`` key no provider reads (the nearest valid one named),
+            or a settings variable (``SIMPLETUNER_CACHE_TTL``...) with a bad value (the
+            variable named, its value never shown).
     """
 
     REPLICATE_API_TOKEN: ClassVar[str] = REPLICATE_API_TOKEN
@@ -114,43 +121,41 @@ class SecretsManager:
         providers: Sequence[SecretProvider] | None = None,
         config: Mapping[str, Any] | None = None,
         *,
-        cache_ttl: float = 300.0,
-        cache_max_size: int = 10_000,
-        on_provider_error: OnError = "skip",
-        provider_timeout: float = 5.0,
-        max_stale: float = 86_400.0,
+        cache_ttl: float | None = None,
+        cache_max_size: int | None = None,
+        on_provider_error: OnError | None = None,
+        provider_timeout: float | None = None,
+        max_stale: float | None = None,
         environ: Mapping[str, str] | None = None,
         timer: Callable[[], float] = time.monotonic,
         rng: RandomSource = random,
     ) -> None:
-        if on_provider_error not in ("skip", "raise"):
-            raise ValueError(
-                f"on_provider_error must be 'skip' or 'raise', got {on_provider_error!r}"
-            )
-        for label, number in (
-            ("cache_ttl", cache_ttl),
-            ("provider_timeout", provider_timeout),
-            ("max_stale", max_stale),
-        ):
-            if number < 0:
-                raise ValueError(f"{label} must be >= 0, got {number!r}")
+        environ = os.environ if environ is None else environ
+        settings = ManagerSettings.resolve(
+            environ,
+            cache_ttl=cache_ttl,
+            cache_max_size=cache_max_size,
+            on_provider_error=on_provider_error,
+            provider_timeout=provider_timeout,
+            max_stale=max_stale,
+        )
         self.config: dict[str, Any] = dict(config or {})
         check_config(self.config)
-        self.cache_ttl = float(cache_ttl)
-        self.on_provider_error: OnError = on_provider_error
-        self.provider_timeout = float(provider_timeout)
-        self.max_stale = float(max_stale)
+        self._environ = environ
+        self.cache_ttl = settings.cache_ttl
+        self.on_provider_error: OnError = settings.on_provider_error
+        self.provider_timeout = settings.provider_timeout
+        self.max_stale = settings.max_stale
         self.left_out: list[LeftOut] = []
         if providers is None:
-            environ = os.environ if environ is None else environ
             chain, self.left_out = default_chain(self.config, environ)
         else:
             chain = list(providers)
         self.resolver = Resolver(
             chain,
             Policy(ttl=self.cache_ttl, max_stale=self.max_stale),
-            max_size=cache_max_size,
-            on_provider_error=on_provider_error,
+            max_size=settings.cache_max_size,
+            on_provider_error=settings.on_provider_error,
             provider_timeout=self.provider_timeout,
             timer=timer,
             rng=rng,
@@ -272,15 +277,18 @@ class SecretsManager:
         from .providers.file import FileSecretProvider
 
         if self._writer is None:
-            wanted = self.config.get("file_path")
+            # The chain's file provider when it is the configured one, else one built from the
+            # same settings (``file_path`` / SIMPLETUNER_SECRETS_FILE, else the default file).
+            configured = FileSecretProvider.from_settings(self.config, self._environ)
+            wanted = configured.path if configured.explicit else None
             for provider in self.providers:
                 if isinstance(provider, FileSecretProvider) and (
-                    wanted is None or Path(wanted).expanduser() == provider.path
+                    wanted is None or wanted == provider.path
                 ):
                     self._writer = provider
                     break
             else:
-                self._writer = FileSecretProvider(wanted)
+                self._writer = configured
         return self._writer
 
     def _warn_if_shadowed(self, nkey: str) -> None:
