@@ -53,7 +53,7 @@ def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[all]", "mypy>=1.10", "pytest>=8.0", "types-PyYAML")
     version = ["--python-version", str(session.python)]
     session.run("mypy", "--strict", *version, "simpletuner_secrets")
-    session.run("mypy", "--strict", *version, "tests/typing")
+    session.run("mypy", "--strict", *version, "tests/static")
 
 
 @nox.session(python=LATEST)

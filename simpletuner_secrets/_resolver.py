@@ -21,6 +21,7 @@ from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
 from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+from .reports import ManagerCacheStats, ManagerStats, ProviderCallStats
 
 __all__ = ["Mode", "OnError", "ProviderStats", "Resolver", "Slot"]
 
@@ -84,7 +85,7 @@ class ProviderStats:
     last_latency_s: float | None = None
     failing: bool = False
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ProviderCallStats:
         return {
             "calls": self.calls,
             "errors": self.errors,
@@ -96,6 +97,7 @@ class ProviderStats:
             "last_latency_ms": None
             if self.last_latency_s is None
             else round(self.last_latency_s * 1000, 3),
+            "failing": self.failing,
         }
 
 
@@ -419,13 +421,16 @@ class Resolver:
             if isinstance(provider, DocumentSecretProvider):
                 provider.invalidate()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ManagerStats:
         """Cache counters and, per provider, calls, errors, timeouts and latency."""
-        cache = self.cache.stats()
-        cache["hits"] += self.fast_hits
-        # The settings the user gave, not the cache's internal lifetime (freshness + stale).
-        cache["default_ttl"] = self.policy.ttl
-        cache["max_stale"] = self.policy.max_stale
+        counts = self.cache.stats()
+        cache: ManagerCacheStats = {
+            **counts,
+            "hits": counts["hits"] + self.fast_hits,
+            # The settings the user gave, not the cache's internal lifetime (freshness + stale).
+            "default_ttl": self.policy.ttl,
+            "max_stale": self.policy.max_stale,
+        }
         return {
             "cache": cache,
             "providers": {s.name: s.stats.snapshot() for s in self.slots},

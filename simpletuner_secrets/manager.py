@@ -24,8 +24,15 @@ from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
 from ._settings import ManagerSettings
 from .errors import ProviderError, SecretsError
-from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
+from .keys import (
+    CLOUD_WEBHOOK_SECRET,
+    HF_TOKEN,
+    REPLICATE_API_TOKEN,
+    normalize_key,
+    validate_key,
+)
 from .providers.base import NOT_CACHED, LeftOut, SecretProvider
+from .reports import ExplainResult, ManagerStats
 
 if TYPE_CHECKING:
     from .providers.file import FileSecretProvider
@@ -303,15 +310,20 @@ class SecretsManager:
                 )
                 return
 
-    async def set_secret(self, key: str, value: str) -> None:
+    async def set_secret(self, key: str, value: str) -> str:
         """Write ``key`` to the secrets file (the configured ``file_path``, else the default).
 
         Args:
-            key: Any spelling of the key.
+            key: A key in the key grammar (`validate_key`): ASCII letters, digits, ``_``,
+                ``-`` and ``.``, starting with a letter or ``_``.
             value: The secret; must be a non-empty string.
 
+        Returns:
+            The name stored: the normalized key (``"hf-token2"`` stores ``"HF_TOKEN2"``).
+
         Raises:
-            ValueError: The key or value is empty.
+            ValueError: The key is outside the grammar (``"my key"``, ``"../etc/x"``), or the
+                value is empty.
             SecretFileError: The file could not be written.
         """
         # The value leaves this frame's locals before anything can raise: error trackers and
@@ -322,7 +334,7 @@ class SecretsManager:
             if self.closed:
                 raise SecretsError("this SecretsManager is closed")
             _require_asyncio()
-            nkey = normalize_key(key)
+            nkey = validate_key(key)
             writer = self._file_provider()
         except BaseException:
             box.clear()
@@ -330,8 +342,9 @@ class SecretsManager:
         await writer.set(nkey, box.pop())
         self.resolver.forget(nkey)
         self._warn_if_shadowed(nkey)
+        return nkey
 
-    def set_replicate_token(self, token: str) -> Awaitable[None]:
+    def set_replicate_token(self, token: str) -> Awaitable[str]:
         """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
 
         A plain function returning `set_secret`'s coroutine: no frame of its own holds the
@@ -339,12 +352,15 @@ class SecretsManager:
         """
         return self.set_secret(REPLICATE_API_TOKEN, token)
 
-    def set_hf_token(self, token: str) -> Awaitable[None]:
+    def set_hf_token(self, token: str) -> Awaitable[str]:
         """Write ``HF_TOKEN`` to the secrets file (await it; see `set_replicate_token`)."""
         return self.set_secret(HF_TOKEN, token)
 
     async def delete_secret(self, key: str) -> bool:
         """Remove ``key`` from the secrets file.
+
+        Any key that `normalize_key` accepts may be deleted, also one outside the key
+        grammar that another tool wrote.
 
         Returns:
             Whether the file held the key.
@@ -367,7 +383,7 @@ class SecretsManager:
         """Forget every cached answer; the next lookups ask the back-ends again."""
         self.resolver.clear()
 
-    async def explain(self, key: str) -> dict[str, Any]:
+    async def explain(self, key: str) -> ExplainResult:
         """Say which provider answers ``key`` and how fresh the answer is, value masked.
 
         Returns:
@@ -380,7 +396,7 @@ class SecretsManager:
         nkey = normalize_key(key)
         before = {id(s): resolver.cached_entry(s, nkey) for s in resolver.slots}
         value = await self.get(nkey)
-        info: dict[str, Any] = {
+        info: ExplainResult = {
             "key": nkey,
             "provider": None,
             "value": mask(value),
@@ -417,8 +433,9 @@ class SecretsManager:
                 return info
         return info
 
-    def stats(self) -> dict[str, Any]:
-        """Return cache counters and, per provider, calls, errors, timeouts and latency."""
+    def stats(self) -> ManagerStats:
+        """Return cache counters and, per provider, calls, errors, timeouts, latency and
+        whether it is failing now (a `ManagerStats`)."""
         return self.resolver.stats()
 
     # -- lifecycle ---------------------------------------------------------------------
