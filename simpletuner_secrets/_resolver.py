@@ -7,11 +7,12 @@ call with its counters, and the background refreshes. `SecretsManager` owns one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,10 +34,14 @@ if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
 
-    def _timeout(delay: float) -> Any:
+    @contextlib.asynccontextmanager
+    async def _timeout(delay: float) -> AsyncIterator[Any]:
+        # asyncio.timeout is 3.11+; anyio's scope is a plain (sync) context manager, used
+        # here as `async with` like asyncio's. Its expiry raises the builtin TimeoutError.
         import anyio
 
-        return anyio.fail_after(delay)
+        with anyio.fail_after(delay) as scope:
+            yield scope
 
 
 def _expired(deadline: Any) -> bool:

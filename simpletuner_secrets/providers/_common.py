@@ -31,6 +31,7 @@ __all__ = [
     "first_setting",
     "is_loopback_host",
     "mask_url",
+    "missing_extra_reason",
     "read_regular_file",
     "setting",
     "text_setting",
@@ -66,6 +67,12 @@ def setting(
     """The one settings rule: argument > ``config[config_key]`` > the first set variable of
     ``env_names``; blank means unset at every level."""
     return first_setting(argument, config.get(config_key), *(environ.get(n) for n in env_names))
+
+
+def missing_extra_reason(exc: ImportError) -> str:
+    """Why a provider whose settings are present is left out: its SDK is not installed (the
+    ImportError names the extra to install)."""
+    return f"its settings are present, but {exc}"
 
 
 def mask_url(url: str | None) -> str | None:

@@ -8,6 +8,7 @@ Nothing here imports an SDK: classes are recognised by name.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ def describe_connection_failure(exc: BaseException) -> str | None:
         if isinstance(error, ConnectionResetError | BrokenPipeError):
             return "connection reset"
     for error in errors:
-        if isinstance(error, TimeoutError):
+        if isinstance(error, TimeoutError | asyncio.TimeoutError):  # distinct on 3.10
             return "timed out"
     for error in errors:
         if isinstance(error, OSError) and error.strerror:

@@ -28,7 +28,7 @@ from .._settings import (
     env_seconds,
 )
 from ..errors import ConfigurationError, ProviderError
-from ._common import WarnOnce, display_url, mask_url, setting
+from ._common import WarnOnce, display_url, mask_url, missing_extra_reason, setting
 from ._network import describe_connection_failure
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
@@ -226,8 +226,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     ) -> AWSSecretsManagerProvider | LeftOut:
         """The AWS provider of the default chain, when a secret name is set.
 
-        Left out (debug) with no ``aws_secret_name`` / ``SIMPLETUNER_AWS_SECRET_NAME`` or no
-        aioboto3; (warning) when a setting is malformed.
+        Left out (debug) with no ``aws_secret_name`` / ``SIMPLETUNER_AWS_SECRET_NAME``;
+        (warning) when a setting is malformed, or a secret name is set but aioboto3 is not
+        installed (the warning names the ``[aws]`` extra).
         """
         if not (config.get("aws_secret_name") or environ.get("SIMPLETUNER_AWS_SECRET_NAME")):
             return LeftOut(
@@ -236,7 +237,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             return cls(config=config, environ=environ)
         except ImportError as exc:
-            return LeftOut(cls.name, str(exc))
+            return LeftOut(cls.name, missing_extra_reason(exc), logging.WARNING)
         except (ConfigurationError, ValueError) as exc:
             return LeftOut(cls.name, str(exc), logging.WARNING)
 
