@@ -28,7 +28,14 @@ from .._settings import (
     env_seconds,
 )
 from ..errors import ConfigurationError, ProviderError
-from ._common import WarnOnce, display_url, mask_url, missing_extra_reason, setting
+from ._common import (
+    WarnOnce,
+    display_url,
+    mask_url,
+    missing_extra_reason,
+    sdk_imports,
+    setting,
+)
 from ._network import describe_connection_failure
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
@@ -482,9 +489,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     def _open_session(self) -> tuple[Any, Any]:
         """Import the SDK and load the service model: blocking work, run in a worker thread."""
         try:
-            import aioboto3
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
+            with sdk_imports():  # one SDK import at a time: see sdk_imports
+                import aioboto3
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
         except ImportError as exc:
             raise _missing_sdk() from exc
         core = get_session()

@@ -44,6 +44,7 @@ from ._common import (
     is_loopback_host,
     missing_extra_reason,
     read_regular_file,
+    sdk_imports,
     text_setting,
 )
 from .base import DocumentSecretProvider, LeftOut
@@ -96,7 +97,8 @@ def _hvac_installed() -> bool:
 
 def _import_hvac() -> Any:
     try:
-        import hvac
+        with sdk_imports():  # one SDK import at a time: see sdk_imports
+            import hvac
     except ImportError as exc:
         raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}") from exc
     return hvac
@@ -266,10 +268,11 @@ def _watch(conn: Any) -> None:
 def _session_type() -> Any:
     """The requests session hvac gets: it never follows a redirect, and a load's deadline can
     cut its connections. Built on first use, in a worker thread (requests imports slowly)."""
-    import requests
-    import requests.adapters
-    import urllib3
-    import urllib3.connection
+    with sdk_imports():
+        import requests
+        import requests.adapters
+        import urllib3
+        import urllib3.connection
 
     # A connection is watched before it connects and again once connected: a deadline that
     # passed while the socket did not exist yet shuts the new socket at once.
