@@ -5,9 +5,11 @@ threads and event loops. No storage: the cache decides what a finished load stor
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+from collections.abc import Coroutine
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "Abandoned",
@@ -16,7 +18,10 @@ __all__ = [
     "being_cancelled",
     "blocked_loops",
     "running_loop",
+    "start_task",
 ]
+
+T = TypeVar("T")
 
 #: How often a waiter on another event loop (or thread) looks whether the loading loop died.
 DEAD_LOOP_POLL_S = 0.5
@@ -41,12 +46,46 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+if sys.version_info >= (3, 11):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
+        """``loop.create_task(coro)``: a task whose cancellation `being_cancelled` can tell."""
+        return loop.create_task(coro)
+
+else:  # pragma: no cover - Python 3.10
+
+    class _TrackedTask(asyncio.Task):  # type: ignore[type-arg]
+        """A task that remembers being asked to cancel: 3.10 has no ``Task.cancelling()``."""
+
+        cancel_requested = False
+
+        def cancel(self, msg: Any = None) -> bool:
+            self.cancel_requested = True
+            return super().cancel(msg)
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
+        """``loop.create_task(coro)``: a task whose cancellation `being_cancelled` can tell."""
+        return _TrackedTask(coro, loop=loop)
+
+
 def being_cancelled() -> bool:
-    """Whether the running task was asked to cancel (Python 3.11+ can tell; 3.10 cannot, and
-    any CancelledError counts as a cancellation there)."""
+    """Whether the running task was asked to cancel, rather than ending in a CancelledError it
+    merely awaited (a future someone else cancelled).
+
+    Python 3.11+ tells with ``Task.cancelling()``. On 3.10 only tasks made by `start_task` can
+    tell (the cache's loads, the resolver's lookups); in any other task every CancelledError
+    counts as a cancellation.
+    """
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or bool(cancelling())
+    if cancelling is not None:
+        return bool(cancelling())
+    requested = getattr(task, "cancel_requested", None)
+    return requested is None or bool(requested)
 
 
 def avoided_loops(sync_caller: bool) -> frozenset[asyncio.AbstractEventLoop]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _fork
-from ._flight import being_cancelled
+from ._flight import being_cancelled, start_task
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
@@ -215,10 +215,11 @@ class Resolver:
     async def resolve(self, nkey: str) -> str | None:
         """Ask every provider at once; answer in priority order as soon as it is decided."""
         tasks: list[asyncio.Task[str | None]] = []
+        loop = asyncio.get_running_loop()
         value: str | None = None
         try:
             for slot in self.slots:
-                tasks.append(asyncio.ensure_future(self.ask(slot, nkey)))
+                tasks.append(start_task(loop, self.ask(slot, nkey)))
             for slot, asking in zip(self.slots, tasks, strict=True):
                 try:
                     value = await asking

@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _fork
-from ._flight import Abandoned, Load, avoided_loops, being_cancelled, blocked_loops
+from ._flight import (
+    Abandoned,
+    Load,
+    avoided_loops,
+    being_cancelled,
+    blocked_loops,
+    start_task,
+)
 from .reports import CacheStats
 
 __all__ = [
@@ -446,7 +453,7 @@ class TTLCache(Generic[T]):
             if load is None:
                 return cast(T, value)
             if leader:
-                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+                load.task = start_task(loop, self._run_load(key, load, factory, seconds))
             elif load.loop is not loop:
                 return await self._wait_retry_async(key, factory, seconds, False, load, fut, loop)
         try:
@@ -492,7 +499,7 @@ class TTLCache(Generic[T]):
         if load is None:
             return cast(T, value)
         if leader:
-            load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+            load.task = start_task(loop, self._run_load(key, load, factory, seconds))
         return await self._wait_retry_async(key, factory, seconds, force, load, fut, loop)
 
     async def _wait_retry_async(
@@ -517,7 +524,7 @@ class TTLCache(Generic[T]):
                 return cast(T, value)
             load = next_load
             if leader:
-                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+                load.task = start_task(loop, self._run_load(key, load, factory, seconds))
 
     async def _run_load(
         self, key: Hashable, load: Load, factory: Callable[[], Awaitable[T]], seconds: float
