@@ -7,6 +7,9 @@ fails on CI, where nox sets ``error_on_missing_interpreters``).
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import nox
 import nox.command
 
@@ -61,10 +64,11 @@ def package(session: nox.Session) -> None:
     """Build the wheel and sdist, run `twine check --strict`, and check what they hold
     (`py.typed` among it) with tests/package_check.py."""
     session.install("build>=1.0", "twine>=5.0")
-    tmp = session.create_tmp()
-    session.run("python", "-m", "build", "--outdir", f"{tmp}/dist", ".")
-    session.run("python", "-c", _TWINE_CHECK, f"{tmp}/dist")
-    session.run("python", "tests/package_check.py", f"{tmp}/dist")
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)  # the session's tmp folder outlives a run
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    session.run("python", "-c", _TWINE_CHECK, str(dist))
+    session.run("python", "tests/package_check.py", str(dist))
 
 
 # `twine check` over every file of the folder (a glob nox would not expand itself).
