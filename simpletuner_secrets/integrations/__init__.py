@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from .. import _fork
 from ..errors import SecretsError
@@ -145,3 +146,16 @@ def unavailable_report(
         f"secret {nkey} is unavailable: {which} failed",
         f"{which} failing and skipped (on_provider_error='skip'); see the provider warnings",
     )
+
+
+def raise_unchained(error: BaseException) -> NoReturn:
+    """Raise ``error`` with no cause and no context, whatever is being handled around it.
+
+    On Python 3.10 a coroutine woken by a task that failed runs with that failure still marked
+    as being handled, even after its own ``except`` block ended, so a 503 raised there would
+    carry the provider's error as its context (error trackers record it, frames included).
+    """
+    try:
+        raise error from None
+    finally:
+        error.__context__ = None

@@ -11,7 +11,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Literal, overload
 
-from . import missing_extra, start_manager, stop_manager, unavailable_report
+from . import (
+    missing_extra,
+    raise_unchained,
+    start_manager,
+    stop_manager,
+    unavailable_report,
+)
 
 try:
     from aiohttp import web
@@ -119,10 +125,10 @@ async def get_secret(
     report = unavailable_report(manager, nkey, error)
     error = None  # the 503 is raised from a frame that no longer holds the error
     if report is None:
-        raise _unavailable(f"secret {nkey} is not configured")
+        raise_unchained(_unavailable(f"secret {nkey} is not configured"))
     detail, cause = report
     logger.warning("secret %s unavailable for a request: %s", nkey, cause)
-    raise _unavailable(detail)
+    raise_unchained(_unavailable(detail))
 
 
 def _unavailable(detail: str) -> web.HTTPServiceUnavailable:

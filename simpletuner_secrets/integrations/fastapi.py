@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, overload
 
-from . import ManagerFactory, missing_extra, start_manager, stop_manager, unavailable_report
+from . import (
+    ManagerFactory,
+    missing_extra,
+    raise_unchained,
+    start_manager,
+    stop_manager,
+    unavailable_report,
+)
 
 try:
     from fastapi import HTTPException
@@ -110,12 +117,14 @@ def secret(
         report = unavailable_report(source, nkey, error)
         error = None  # the 503 is raised from a frame that no longer holds the error
         if report is None:
-            raise HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
+            raise_unchained(
+                HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
+            )
         # A failing provider (raised, or skipped while the key is unknown) or a closed manager:
         # the client learns which secret and which provider, the log the cause.
         detail, cause = report
         logger.warning("secret %s unavailable for a request: %s", nkey, cause)
-        raise HTTPException(status_code=503, detail=detail)
+        raise_unchained(HTTPException(status_code=503, detail=detail))
 
     dependency.__name__ = dependency.__qualname__ = f"secret_{nkey.lower()}"
     return dependency
