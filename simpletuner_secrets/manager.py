@@ -91,9 +91,12 @@ class SecretsManager:
         providers: The chain, highest priority first. None builds it from ``config`` and the
             environment: environment, file, AWS (when a secret name is set and aioboto3 is
             installed), Vault (when an address and token are set and hvac is installed).
-        config: Settings: ``file_path``, ``aws_secret_name``, ``aws_region``,
-            ``aws_endpoint_url``, ``vault_url``, ``vault_token``, ``vault_path``,
-            ``vault_mount_point``, ``env_prefix``.
+        config: Settings for the default chain's providers: ``env_prefix``, ``file_path``,
+            ``strict_permissions``, ``max_file_size``, ``aws_secret_name``, ``aws_region``,
+            ``aws_endpoint_url``, ``aws_version_stage``, ``aws_connect_timeout``,
+            ``aws_read_timeout``, ``vault_url``, ``vault_token``, ``vault_path``,
+            ``vault_mount_point`` and the other ``vault_*`` keys (README, "The provider
+            chain"); each also has an environment variable.
         cache_ttl: Seconds a cached answer stays fresh. None: ``SIMPLETUNER_CACHE_TTL``,
             else 300.
         cache_max_size: Most cached answers (absent keys included); the least recently used
