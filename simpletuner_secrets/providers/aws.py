@@ -577,8 +577,9 @@ def _release_clients(entries: list[_LoopClient]) -> None:
                 asyncio.run(ready.result().__aexit__(None, None, None))
             except Exception as exc:
                 logger.debug("aws: closing a closed loop's client failed: %s", type(exc).__name__)
-        if task is not None:
-            task.get_coro().close()  # ends the keeper: its `async with` exits, nothing left
+        coro = None if task is None else task.get_coro()  # None only for eager tasks (3.12+)
+        if coro is not None:
+            coro.close()  # ends the keeper: its `async with` exits, nothing left
 
 
 def _timeout_setting(

@@ -3,10 +3,17 @@ wheel without py.typed (and accepts a complete pair)."""
 
 from __future__ import annotations
 
+import ast
 import io
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = None
 
 from tests.package_check import SDIST_FILES, WHEEL_FILES, problems
 
@@ -43,3 +50,32 @@ def test_the_source_tree_ships_py_typed() -> None:
     root = Path(__file__).resolve().parents[2]
     assert (root / "simpletuner_secrets" / "py.typed").is_file()
     assert "simpletuner_secrets/py.typed" in WHEEL_FILES
+
+
+def test_nox_runs_every_python_the_package_admits() -> None:
+    """noxfile's PYTHONS are 3.10 to 3.13, requires-python's floor is the first of them, and
+    the trove classifiers name each; tests, faults and typecheck run on all of them."""
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "noxfile.py").read_text())
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    pythons = ast.literal_eval(assigned["PYTHONS"])
+    assert pythons == ["3.10", "3.11", "3.12", "3.13"]
+    sessions = {
+        node.name: ast.unparse(node.decorator_list[0])
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.decorator_list
+    }
+    for name in ("tests", "faults", "typecheck"):
+        assert sessions[name] == "nox.session(python=PYTHONS)", name
+    text = (root / "pyproject.toml").read_text()
+    if tomllib is not None:
+        project = tomllib.loads(text)["project"]
+        assert project["requires-python"] == f">={pythons[0]}"
+        for version in pythons:
+            assert f"Programming Language :: Python :: {version}" in project["classifiers"]
+    else:
+        assert f'requires-python = ">={pythons[0]}"' in text
