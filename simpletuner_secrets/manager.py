@@ -390,9 +390,10 @@ class SecretsManager:
         """Say which provider answers ``key`` and how fresh the answer is, value masked.
 
         Returns:
-            ``key`` (normalized), ``provider`` (name or None), ``value`` (masked), ``cached``
-            (answered from the manager's cache without a back-end call), ``stale`` (served
-            past its freshness because refreshes fail), ``age_s`` (seconds since fetched).
+            An `ExplainResult`: ``key`` (normalized), ``provider`` (name or None), ``value``
+            (masked), ``cached`` (answered from the manager's cache without a back-end call),
+            ``stale`` (served past its freshness because refreshes fail), ``age_s`` (seconds
+            since fetched).
         """
         _require_asyncio()
         resolver = self.resolver
