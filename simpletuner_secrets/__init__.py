@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cache import (
+    CachedFunction,
     TTLCache,
     cached,
     get_provider_config_cache,
@@ -17,11 +18,18 @@ from .cache import (
     invalidate_user_cache,
 )
 from .errors import ConfigurationError, ProviderError, SecretFileError, SecretsError
-from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
+from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key, validate_key
 from .manager import SecretsManager, get_secrets_manager, set_secrets_manager
 from .providers import DocumentSecretProvider, SecretProvider
 from .providers.env import EnvironmentSecretProvider
 from .providers.file import FileSecretProvider
+from .reports import (
+    CacheStats,
+    ExplainResult,
+    ManagerCacheStats,
+    ManagerStats,
+    ProviderCallStats,
+)
 from .sync import SyncSecretsManager
 
 __version__ = "0.1.0"
@@ -53,11 +61,17 @@ __all__ = [
     "HF_TOKEN",
     "REPLICATE_API_TOKEN",
     "AWSSecretsManagerProvider",
+    "CacheStats",
+    "CachedFunction",
     "ConfigurationError",
     "DocumentSecretProvider",
     "EnvironmentSecretProvider",
+    "ExplainResult",
     "FileSecretProvider",
     "HashiCorpVaultProvider",
+    "ManagerCacheStats",
+    "ManagerStats",
+    "ProviderCallStats",
     "ProviderError",
     "SecretFileError",
     "SecretProvider",
@@ -81,4 +95,5 @@ __all__ = [
     "invalidate_user_cache",
     "normalize_key",
     "set_secrets_manager",
+    "validate_key",
 ]

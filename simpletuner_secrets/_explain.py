@@ -4,11 +4,11 @@ fresh it is, and the value masked."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ._resolver import Mode, Resolver, Slot
 from .errors import ProviderError
 from .providers.base import NOT_CACHED
+from .reports import ExplainResult
 
 __all__ = ["explain", "mask"]
 
@@ -29,7 +29,7 @@ def mask(value: str | None) -> str | None:
     return "*" * 8
 
 
-def _add_auth(info: dict[str, Any], slot: Slot) -> None:
+def _add_auth(info: ExplainResult, slot: Slot) -> None:
     # Vault and the like: login method, mount, the token's remaining TTL.
     auth = slot.provider.auth_status()
     if auth is not None:
@@ -38,7 +38,7 @@ def _add_auth(info: dict[str, Any], slot: Slot) -> None:
 
 async def explain(
     resolver: Resolver, nkey: str, lookup: Callable[[str], Awaitable[str | None]]
-) -> dict[str, Any]:
+) -> ExplainResult:
     """Look ``nkey`` up with ``lookup`` (the manager's `get`), then say which slot answered.
 
     Returns:
@@ -48,7 +48,7 @@ async def explain(
     """
     before = {id(s): resolver.cached_entry(s, nkey) for s in resolver.slots}
     value = await lookup(nkey)
-    info: dict[str, Any] = {
+    info: ExplainResult = {
         "key": nkey,
         "provider": None,
         "value": mask(value),

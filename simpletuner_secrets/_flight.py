@@ -9,9 +9,10 @@ up or join or lead, run the factory, hand every waiter the outcome). Storage is 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
@@ -24,6 +25,7 @@ __all__ = [
     "blocked_loops",
     "checked_ttl",
     "running_loop",
+    "start_task",
 ]
 
 T = TypeVar("T")
@@ -53,12 +55,46 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+if sys.version_info >= (3, 11):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
+        """``loop.create_task(coro)``: a task whose cancellation `being_cancelled` can tell."""
+        return loop.create_task(coro)
+
+else:  # pragma: no cover - Python 3.10
+
+    class _TrackedTask(asyncio.Task):  # type: ignore[type-arg]
+        """A task that remembers being asked to cancel: 3.10 has no ``Task.cancelling()``."""
+
+        cancel_requested = False
+
+        def cancel(self, msg: Any = None) -> bool:
+            self.cancel_requested = True
+            return super().cancel(msg)
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
+        """``loop.create_task(coro)``: a task whose cancellation `being_cancelled` can tell."""
+        return _TrackedTask(coro, loop=loop)
+
+
 def being_cancelled() -> bool:
-    """Whether the running task was asked to cancel (Python 3.11+ can tell; 3.10 cannot, and
-    any CancelledError counts as a cancellation there)."""
+    """Whether the running task was asked to cancel, rather than ending in a CancelledError it
+    merely awaited (a future someone else cancelled).
+
+    Python 3.11+ tells with ``Task.cancelling()``. On 3.10 only tasks made by `start_task` can
+    tell (the cache's loads, the resolver's lookups); in any other task every CancelledError
+    counts as a cancellation.
+    """
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or bool(cancelling())
+    if cancelling is not None:
+        return bool(cancelling())
+    requested = getattr(task, "cancel_requested", None)
+    return requested is None or bool(requested)
 
 
 def avoided_loops(sync_caller: bool) -> frozenset[asyncio.AbstractEventLoop]:
@@ -380,7 +416,7 @@ class SingleFlight(Generic[T]):
             if load is None:
                 return cast(T, value)
             if leader:
-                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+                load.task = start_task(loop, self._run_load(key, load, factory, seconds))
             elif load.loop is not loop:
                 return await self._wait_retry_async(key, factory, seconds, False, load, fut, loop)
         try:
@@ -426,7 +462,7 @@ class SingleFlight(Generic[T]):
         if load is None:
             return cast(T, value)
         if leader:
-            load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+            load.task = start_task(loop, self._run_load(key, load, factory, seconds))
         return await self._wait_retry_async(key, factory, seconds, force, load, fut, loop)
 
     async def _wait_retry_async(
@@ -451,7 +487,7 @@ class SingleFlight(Generic[T]):
                 return cast(T, value)
             load = next_load
             if leader:
-                load.task = loop.create_task(self._run_load(key, load, factory, seconds))
+                load.task = start_task(loop, self._run_load(key, load, factory, seconds))
 
     async def _run_load(
         self, key: Hashable, load: Load, factory: Callable[[], Awaitable[T]], seconds: float

@@ -7,19 +7,22 @@ call with its counters, and the background refreshes. `SecretsManager` owns one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _fork
-from ._flight import being_cancelled
+from ._flight import being_cancelled, start_task
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
 from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+from .reports import ManagerCacheStats, ManagerStats, ProviderCallStats
 
 __all__ = ["Mode", "OnError", "ProviderStats", "Resolver", "Slot"]
 
@@ -31,10 +34,14 @@ if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
 
-    def _timeout(delay: float) -> Any:
+    @contextlib.asynccontextmanager
+    async def _timeout(delay: float) -> AsyncIterator[Any]:
+        # asyncio.timeout is 3.11+; anyio's scope is a plain (sync) context manager, used
+        # here as `async with` like asyncio's. Its expiry raises the builtin TimeoutError.
         import anyio
 
-        return anyio.fail_after(delay)
+        with anyio.fail_after(delay) as scope:
+            yield scope
 
 
 def _expired(deadline: Any) -> bool:
@@ -83,7 +90,7 @@ class ProviderStats:
     last_latency_s: float | None = None
     failing: bool = False
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ProviderCallStats:
         return {
             "calls": self.calls,
             "errors": self.errors,
@@ -95,6 +102,7 @@ class ProviderStats:
             "last_latency_ms": None
             if self.last_latency_s is None
             else round(self.last_latency_s * 1000, 3),
+            "failing": self.failing,
         }
 
 
@@ -207,10 +215,11 @@ class Resolver:
     async def resolve(self, nkey: str) -> str | None:
         """Ask every provider at once; answer in priority order as soon as it is decided."""
         tasks: list[asyncio.Task[str | None]] = []
+        loop = asyncio.get_running_loop()
         value: str | None = None
         try:
             for slot in self.slots:
-                tasks.append(asyncio.ensure_future(self.ask(slot, nkey)))
+                tasks.append(start_task(loop, self.ask(slot, nkey)))
             for slot, asking in zip(self.slots, tasks, strict=True):
                 try:
                     value = await asking
@@ -267,6 +276,8 @@ class Resolver:
             # no provider failure to skip, so it ends the lookup.
             raise SecretsError("this SecretsManager was closed during the lookup")
         start = self.timer()
+        # Wall time for the message: how long the caller really waited (the timer may be fake).
+        wall_start = time.monotonic()
         failure: ProviderError | None = None
         deadline: Any = None
         try:
@@ -276,8 +287,10 @@ class Resolver:
             stats.errors += 1
             if _expired(deadline):
                 stats.timeouts += 1
+                waited = time.monotonic() - wall_start
                 failure = ProviderError(
-                    f"{slot.name}: no answer within {self.provider_timeout:g} s",
+                    f"{slot.name}: no answer within {self.provider_timeout:g} s "
+                    f"(timed out; gave up after {waited:.1f} s)",
                     provider=slot.name,
                 )
             else:
@@ -414,13 +427,16 @@ class Resolver:
             if isinstance(provider, DocumentSecretProvider):
                 provider.invalidate()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ManagerStats:
         """Cache counters and, per provider, calls, errors, timeouts and latency."""
-        cache = self.cache.stats()
-        cache["hits"] += self.fast_hits
-        # The settings the user gave, not the cache's internal lifetime (freshness + stale).
-        cache["default_ttl"] = self.policy.ttl
-        cache["max_stale"] = self.policy.max_stale
+        counts = self.cache.stats()
+        cache: ManagerCacheStats = {
+            **counts,
+            "hits": counts["hits"] + self.fast_hits,
+            # The settings the user gave, not the cache's internal lifetime (freshness + stale).
+            "default_ttl": self.policy.ttl,
+            "max_stale": self.policy.max_stale,
+        }
         return {
             "cache": cache,
             "providers": {s.name: self._provider_stats(s) for s in self.slots},
@@ -440,7 +456,7 @@ class Resolver:
                 )
 
     @staticmethod
-    def _provider_stats(slot: Slot) -> dict[str, Any]:
+    def _provider_stats(slot: Slot) -> ProviderCallStats:
         snapshot = slot.stats.snapshot()
         auth = slot.provider.auth_status()
         if auth is not None:

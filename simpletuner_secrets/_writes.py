@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._resolver import Mode, Resolver
@@ -19,12 +18,16 @@ logger = logging.getLogger("simpletuner_secrets")
 
 
 class FileWrites:
-    """Writes to the chain's file provider (the one at ``config["file_path"]`` if given), or,
-    when the chain has none, to a file provider of their own made on first use."""
+    """Writes to the chain's file provider when it is the configured one (``file_path`` /
+    ``SIMPLETUNER_SECRETS_FILE``, else the default file), or else to a file provider of their
+    own built from the same settings on first use."""
 
-    def __init__(self, resolver: Resolver, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, resolver: Resolver, config: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> None:
         self.resolver = resolver
         self.config = config
+        self.environ = environ
         self.own: FileSecretProvider | None = None  # made here: closed by `aclose`
         self.writer: FileSecretProvider | None = None
 
@@ -33,16 +36,17 @@ class FileWrites:
         from .providers.file import FileSecretProvider
 
         if self.writer is None:
-            wanted = self.config.get("file_path")
+            configured = FileSecretProvider.from_settings(self.config, self.environ)
+            wanted = configured.path if configured.explicit else None
             for slot in self.resolver.slots:
                 provider = slot.provider
                 if isinstance(provider, FileSecretProvider) and (
-                    wanted is None or Path(wanted).expanduser() == provider.path
+                    wanted is None or wanted == provider.path
                 ):
                     self.writer = provider
                     break
             else:
-                self.writer = self.own = FileSecretProvider(wanted)
+                self.writer = self.own = configured
         return self.writer
 
     async def set(self, nkey: str, box: list[str]) -> None:

@@ -11,12 +11,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _fork
 from ._flight import Load, SingleFlight, checked_ttl
+from .reports import CacheStats
 
 __all__ = [
+    "CachedFunction",
     "SecondChanceCache",
     "TTLCache",
     "cached",
@@ -28,6 +30,8 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
 
 
 class TTLCache(SingleFlight[T]):
@@ -276,8 +280,8 @@ class TTLCache(SingleFlight[T]):
 
     # -- introspection -------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Return a snapshot of the cache's size and counters.
+    def stats(self) -> CacheStats:
+        """Return a snapshot of the cache's size and counters (a `CacheStats`).
 
         Returns:
             ``size`` (entries held, expired ones not yet purged included), ``max_size``,
@@ -413,14 +417,39 @@ def _call_key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call
     return _CallKey((name, typed_args, typed_kwargs))
 
 
+class CachedFunction(Protocol[P, R_co]):
+    """What `cached` returns: the function with its own signature, plus its cache.
+
+    Attributes:
+        cache: The `TTLCache` holding its results.
+    """
+
+    cache: TTLCache[Any]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def cache_clear(self) -> int:
+        """Drop this function's cached results; returns how many were dropped."""
+        ...
+
+    # A decorated method: the class attribute is the wrapper itself, an instance's is bound
+    # (its parameters are then not checked, its result type is kept).
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Callable[..., R_co]: ...
+
+
 def cached(
     ttl: float = 60.0, key_prefix: str = "", *, cache: TTLCache[Any] | None = None
-) -> Callable[[Callable[..., R]], Callable[..., R]]:
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a sync or async function's results, coalescing concurrent calls.
 
     Each call's key is ``key_prefix`` + the function's qualified name + its typed arguments, so
-    different calls never collide. The wrapper has ``cache`` (the `TTLCache` used) and
-    ``cache_clear()``.
+    different calls never collide. The wrapper keeps the function's signature for type
+    checkers (`CachedFunction`) and has ``cache`` (the `TTLCache` used) and ``cache_clear()``.
 
     Args:
         ttl: Seconds to keep each result.
@@ -439,7 +468,7 @@ def cached(
     if ttl < 0:
         raise ValueError(f"ttl must be >= 0, got {ttl!r}")
 
-    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
         store: TTLCache[Any] = cache if cache is not None else TTLCache(default_ttl=ttl)
         name = f"{key_prefix}{func.__module__}.{func.__qualname__}"
         wrapper: Any
@@ -465,7 +494,7 @@ def cached(
         wrapper.cache_clear = lambda: store._remove_where(
             lambda k: isinstance(k, _CallKey) and k.name == name
         )
-        return cast(Callable[..., R], wrapper)
+        return cast(CachedFunction[P, R], wrapper)
 
     return decorate
 

@@ -22,10 +22,18 @@ from ._explain import explain, mask
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import OnError, Resolver
+from ._settings import ManagerSettings
 from ._writes import FileWrites
 from .errors import SecretsError
-from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
+from .keys import (
+    CLOUD_WEBHOOK_SECRET,
+    HF_TOKEN,
+    REPLICATE_API_TOKEN,
+    normalize_key,
+    validate_key,
+)
 from .providers.base import NOT_CACHED, LeftOut, SecretProvider
+from .reports import ExplainResult, ManagerStats
 
 if TYPE_CHECKING:
     from .sync import SyncSecretsManager
@@ -65,26 +73,35 @@ class SecretsManager:
         providers: The chain, highest priority first. None builds it from ``config`` and the
             environment: environment, file, AWS (when a secret name is set and aioboto3 is
             installed), Vault (when an address and token are set and hvac is installed).
-        config: Settings: ``file_path``, ``aws_secret_name``, ``aws_region``,
-            ``aws_endpoint_url``, ``vault_url``, ``vault_token``, ``vault_path``,
-            ``vault_mount_point``, ``env_prefix``.
-        cache_ttl: Seconds a cached answer stays fresh.
+        config: Settings for the default chain's providers: ``env_prefix``, ``file_path``,
+            ``strict_permissions``, ``max_file_size``, ``aws_secret_name``, ``aws_region``,
+            ``aws_endpoint_url``, ``aws_version_stage``, ``aws_connect_timeout``,
+            ``aws_read_timeout``, ``vault_url``, ``vault_token``, ``vault_path``,
+            ``vault_mount_point`` and the other ``vault_*`` keys (README, "The provider
+            chain"); each also has an environment variable.
+        cache_ttl: Seconds a cached answer stays fresh. None: ``SIMPLETUNER_CACHE_TTL``,
+            else 300.
         cache_max_size: Most cached answers (absent keys included); the least recently used
-            go first.
+            go first. None: ``SIMPLETUNER_CACHE_MAX_SIZE``, else 10,000.
         on_provider_error: ``"skip"`` logs a failing provider and asks the next one;
             ``"raise"`` raises `ProviderError` when the failing provider could still have
-            decided the answer.
+            decided the answer. None: ``SIMPLETUNER_ON_PROVIDER_ERROR``, else ``"skip"``.
         provider_timeout: Seconds any provider call may take; a timeout is a failure.
+            None: ``SIMPLETUNER_PROVIDER_TIMEOUT``, else 5.
         max_stale: Seconds past freshness that a last good value may still be served while
-            refreshes fail.
-        environ: The environment to build the chain from (defaults to ``os.environ``).
+            refreshes fail. None: ``SIMPLETUNER_MAX_STALE``, else 86,400.
+        environ: The environment to read settings and build the chain from (defaults to
+            ``os.environ``).
         timer: Monotonic clock for every freshness decision; tests pass a fake one.
         rng: Source of the TTL and backoff jitter (``uniform(a, b)``); tests pass a seeded
             `random.Random`. The default, the `random` module, is reseeded in forked children.
 
     Raises:
-        ValueError: A negative TTL or timeout, or an unknown ``on_provider_error``.
-        ConfigurationError: A ``config`` key no provider reads (the nearest valid one named).
+        ValueError: An argument out of range (a negative TTL or timeout, a cache size below
+            1), or an unknown ``on_provider_error``.
+        ConfigurationError: A ``config`` key no provider reads (the nearest valid one named),
+            or a settings variable (``SIMPLETUNER_CACHE_TTL``...) with a bad value (the
+            variable named, its value never shown).
     """
 
     REPLICATE_API_TOKEN: ClassVar[str] = REPLICATE_API_TOKEN
@@ -96,43 +113,40 @@ class SecretsManager:
         providers: Sequence[SecretProvider] | None = None,
         config: Mapping[str, Any] | None = None,
         *,
-        cache_ttl: float = 300.0,
-        cache_max_size: int = 10_000,
-        on_provider_error: OnError = "skip",
-        provider_timeout: float = 5.0,
-        max_stale: float = 86_400.0,
+        cache_ttl: float | None = None,
+        cache_max_size: int | None = None,
+        on_provider_error: OnError | None = None,
+        provider_timeout: float | None = None,
+        max_stale: float | None = None,
         environ: Mapping[str, str] | None = None,
         timer: Callable[[], float] = time.monotonic,
         rng: RandomSource = random,
     ) -> None:
-        if on_provider_error not in ("skip", "raise"):
-            raise ValueError(
-                f"on_provider_error must be 'skip' or 'raise', got {on_provider_error!r}"
-            )
-        for label, number in (
-            ("cache_ttl", cache_ttl),
-            ("provider_timeout", provider_timeout),
-            ("max_stale", max_stale),
-        ):
-            if number < 0:
-                raise ValueError(f"{label} must be >= 0, got {number!r}")
+        environ = os.environ if environ is None else environ
+        settings = ManagerSettings.resolve(
+            environ,
+            cache_ttl=cache_ttl,
+            cache_max_size=cache_max_size,
+            on_provider_error=on_provider_error,
+            provider_timeout=provider_timeout,
+            max_stale=max_stale,
+        )
         self.config: dict[str, Any] = dict(config or {})
         check_config(self.config)
-        self.cache_ttl = float(cache_ttl)
-        self.on_provider_error: OnError = on_provider_error
-        self.provider_timeout = float(provider_timeout)
-        self.max_stale = float(max_stale)
+        self.cache_ttl = settings.cache_ttl
+        self.on_provider_error: OnError = settings.on_provider_error
+        self.provider_timeout = settings.provider_timeout
+        self.max_stale = settings.max_stale
         self.left_out: list[LeftOut] = []
         if providers is None:
-            environ = os.environ if environ is None else environ
             chain, self.left_out = default_chain(self.config, environ)
         else:
             chain = list(providers)
         self.resolver = Resolver(
             chain,
             Policy(ttl=self.cache_ttl, max_stale=self.max_stale),
-            max_size=cache_max_size,
-            on_provider_error=on_provider_error,
+            max_size=settings.cache_max_size,
+            on_provider_error=settings.on_provider_error,
             provider_timeout=self.provider_timeout,
             timer=timer,
             rng=rng,
@@ -141,7 +155,7 @@ class SecretsManager:
         self._close_done: concurrent.futures.Future[None] | None = None
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
-        self._writes = FileWrites(self.resolver, self.config)
+        self._writes = FileWrites(self.resolver, self.config, environ)
         # Set by `reset()`: lookups that meet this manager closed retry on the new one.
         self._retired = False
         _fork.track(self)
@@ -249,15 +263,20 @@ class SecretsManager:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def set_secret(self, key: str, value: str) -> None:
+    async def set_secret(self, key: str, value: str) -> str:
         """Write ``key`` to the secrets file (the configured ``file_path``, else the default).
 
         Args:
-            key: Any spelling of the key.
+            key: A key in the key grammar (`validate_key`): ASCII letters, digits, ``_``,
+                ``-`` and ``.``, starting with a letter or ``_``.
             value: The secret; must be a non-empty string.
 
+        Returns:
+            The name stored: the normalized key (``"hf-token2"`` stores ``"HF_TOKEN2"``).
+
         Raises:
-            ValueError: The key or value is empty.
+            ValueError: The key is outside the grammar (``"my key"``, ``"../etc/x"``), or the
+                value is empty.
             SecretFileError: The file could not be written.
         """
         # The value leaves this frame's locals before anything can raise: error trackers and
@@ -266,13 +285,14 @@ class SecretsManager:
         del value
         try:
             self._check_open()
-            nkey = normalize_key(key)
+            nkey = validate_key(key)
         except BaseException:
             box.clear()
             raise
         await self._writes.set(nkey, box)
+        return nkey
 
-    def set_replicate_token(self, token: str) -> Awaitable[None]:
+    def set_replicate_token(self, token: str) -> Awaitable[str]:
         """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
 
         A plain function returning `set_secret`'s coroutine: no frame of its own holds the
@@ -280,12 +300,15 @@ class SecretsManager:
         """
         return self.set_secret(REPLICATE_API_TOKEN, token)
 
-    def set_hf_token(self, token: str) -> Awaitable[None]:
+    def set_hf_token(self, token: str) -> Awaitable[str]:
         """Write ``HF_TOKEN`` to the secrets file (await it; see `set_replicate_token`)."""
         return self.set_secret(HF_TOKEN, token)
 
     async def delete_secret(self, key: str) -> bool:
         """Remove ``key`` from the secrets file.
+
+        Any key that `normalize_key` accepts may be deleted, also one outside the key
+        grammar that another tool wrote.
 
         Returns:
             Whether the file held the key.
@@ -308,7 +331,7 @@ class SecretsManager:
         """Forget every cached answer; the next lookups ask the back-ends again."""
         self.resolver.clear()
 
-    async def explain(self, key: str) -> dict[str, Any]:
+    async def explain(self, key: str) -> ExplainResult:
         """Say which provider answers ``key`` and how fresh the answer is, value masked.
 
         Returns:
@@ -321,8 +344,9 @@ class SecretsManager:
         _require_asyncio()
         return await explain(self.resolver, normalize_key(key), self.get)
 
-    def stats(self) -> dict[str, Any]:
-        """Return cache counters and, per provider, calls, errors, timeouts and latency."""
+    def stats(self) -> ManagerStats:
+        """Return cache counters and, per provider, calls, errors, timeouts, latency and
+        whether it is failing now (a `ManagerStats`)."""
         return self.resolver.stats()
 
     # -- lifecycle ---------------------------------------------------------------------

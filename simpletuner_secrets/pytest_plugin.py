@@ -131,7 +131,9 @@ def secrets_manager(
     """
     path = Path(tmp_path_factory.mktemp("secrets")) / "secrets.json"
     manager = SecretsManager(
-        [secrets_provider, FileSecretProvider(path)], config={"file_path": str(path)}
+        [secrets_provider, FileSecretProvider(path)],
+        config={"file_path": str(path)},
+        environ={},  # no SIMPLETUNER_CACHE_TTL & co. of the shell running the tests
     )
     previous = installed_manager()
     install(manager, previous)

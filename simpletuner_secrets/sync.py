@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError as FuturesCancelled
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from . import _fork
 from ._flight import blocked_loops
@@ -20,6 +20,7 @@ from ._loop_thread import LoopThread
 from .errors import SecretsError
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
 from .providers.base import NOT_CACHED
+from .reports import ExplainResult, ManagerStats
 
 if TYPE_CHECKING:
     from .manager import SecretsManager
@@ -134,37 +135,37 @@ class SyncSecretsManager:
         """Blocking `SecretsManager.get_webhook_secret`."""
         return self.get(CLOUD_WEBHOOK_SECRET)
 
-    def set_secret(self, key: str, value: str) -> None:
-        """Blocking `SecretsManager.set_secret`."""
+    def set_secret(self, key: str, value: str) -> str:
+        """Blocking `SecretsManager.set_secret`; returns the name stored (normalized)."""
         box = [value]  # handed on without staying in this frame's locals (see `_write`)
         del value
-        self._write(lambda secret: self._manager.set_secret(key, secret), box)
+        return self._write(lambda secret: self._manager.set_secret(key, secret), box)
 
-    def _write(self, write: Callable[[str], Awaitable[None]], box: list[str]) -> None:
+    def _write(self, write: Callable[[str], Awaitable[str]], box: list[str]) -> str:
         # The caller's value arrives in a one-item box, emptied as the write starts or on
         # failure: no frame an error passes keeps it in its locals (error trackers record them).
         try:
-            self._run(lambda: write(box.pop()))
+            return self._run(lambda: write(box.pop()))
         finally:
             box.clear()
 
-    def set_replicate_token(self, token: str) -> None:
-        """Blocking `SecretsManager.set_replicate_token`."""
+    def set_replicate_token(self, token: str) -> str:
+        """Blocking `SecretsManager.set_replicate_token`; returns the name stored."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        self._write(self._manager.set_replicate_token, box)
+        return self._write(self._manager.set_replicate_token, box)
 
-    def set_hf_token(self, token: str) -> None:
-        """Blocking `SecretsManager.set_hf_token`."""
+    def set_hf_token(self, token: str) -> str:
+        """Blocking `SecretsManager.set_hf_token`; returns the name stored."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        self._write(self._manager.set_hf_token, box)
+        return self._write(self._manager.set_hf_token, box)
 
     def delete_secret(self, key: str) -> bool:
         """Blocking `SecretsManager.delete_secret`."""
         return self._run(lambda: self._manager.delete_secret(key))
 
-    def explain(self, key: str) -> dict[str, Any]:
+    def explain(self, key: str) -> ExplainResult:
         """Blocking `SecretsManager.explain`."""
         return self._run(lambda: self._manager.explain(key))
 
@@ -172,7 +173,7 @@ class SyncSecretsManager:
         """Same as `SecretsManager.clear_cache`."""
         self._manager.clear_cache()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ManagerStats:
         """Same as `SecretsManager.stats`."""
         return self._manager.stats()
 

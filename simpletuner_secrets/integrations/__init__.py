@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from .. import _fork
+from ..errors import SecretsError
 from ..manager import (
     SecretsManager,
     installed_manager,
@@ -109,3 +111,51 @@ async def stop_manager(
         await manager.aclose()
         # Closed here: it must not stay the process-wide manager (every lookup would fail).
         replace_installed(manager, None)
+
+
+def unavailable_report(
+    manager: SecretsManager, nkey: str, error: SecretsError | None
+) -> tuple[str, str] | None:
+    """Why a required secret cannot be served, when it is not simply absent.
+
+    Args:
+        manager: The manager that was asked.
+        nkey: The normalized key.
+        error: What the lookup raised (``on_provider_error="raise"``, a closed manager), or
+            None when it answered None.
+
+    Returns:
+        ``(detail for the client, cause for the log)``: the detail names the key and the
+        failing providers, never an error's text; the cause (error messages are value-free)
+        goes to the log only. None when no provider failed: the secret is not configured.
+    """
+    if error is not None:
+        provider = getattr(error, "provider", "")
+        detail = f"secret {nkey} is unavailable" + (
+            f": provider {provider} failed" if provider else ""
+        )
+        return detail, f"{type(error).__name__}: {error}"
+    # Skip mode answered None: if a provider that could hold the key is failing, the key is
+    # unknown rather than absent.
+    failing = [name for name, counts in manager.stats()["providers"].items() if counts["failing"]]
+    if not failing:
+        return None
+    names = ", ".join(failing)
+    which = f"provider {names}" if len(failing) == 1 else f"providers {names}"
+    return (
+        f"secret {nkey} is unavailable: {which} failed",
+        f"{which} failing and skipped (on_provider_error='skip'); see the provider warnings",
+    )
+
+
+def raise_unchained(error: BaseException) -> NoReturn:
+    """Raise ``error`` with no cause and no context, whatever is being handled around it.
+
+    On Python 3.10 a coroutine woken by a task that failed runs with that failure still marked
+    as being handled, even after its own ``except`` block ended, so a 503 raised there would
+    carry the provider's error as its context (error trackers record it, frames included).
+    """
+    try:
+        raise error from None
+    finally:
+        error.__context__ = None

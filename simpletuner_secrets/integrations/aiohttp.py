@@ -11,7 +11,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Literal, overload
 
-from . import missing_extra, start_manager, stop_manager
+from . import (
+    missing_extra,
+    raise_unchained,
+    start_manager,
+    stop_manager,
+    unavailable_report,
+)
 
 try:
     from aiohttp import web
@@ -108,17 +114,21 @@ async def get_secret(
     if not required:
         return await manager.get(key, default)
     nkey = normalize_key(key)
-    failure: str | None = None
+    error: SecretsError | None = None
+    value: str | None = None
     try:
         value = await manager.get(nkey, default)
     except SecretsError as exc:
-        failure = type(exc).__name__
-    if failure is not None:  # raised outside the handler: the error is not its context
-        logger.warning("secret %s unavailable for a request: %s", nkey, failure)
-        raise _unavailable(f"secret {nkey} is unavailable")
-    if value is None:
-        raise _unavailable(f"secret {nkey} is not configured")
-    return value
+        error = exc
+    if error is None and value is not None:
+        return value
+    report = unavailable_report(manager, nkey, error)
+    error = None  # the 503 is raised from a frame that no longer holds the error
+    if report is None:
+        raise_unchained(_unavailable(f"secret {nkey} is not configured"))
+    detail, cause = report
+    logger.warning("secret %s unavailable for a request: %s", nkey, cause)
+    raise_unchained(_unavailable(detail))
 
 
 def _unavailable(detail: str) -> web.HTTPServiceUnavailable:

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, overload
 
-from . import ManagerFactory, missing_extra, start_manager, stop_manager
+from . import (
+    ManagerFactory,
+    missing_extra,
+    raise_unchained,
+    start_manager,
+    stop_manager,
+    unavailable_report,
+)
 
 try:
     from fastapi import HTTPException
@@ -82,7 +89,9 @@ def secret(
     Args:
         key: Any spelling of the key (normalized once, here).
         required: When True, an absent secret answers HTTP 503
-            ``{"detail": "secret HF_TOKEN is not configured"}``; when False it injects None.
+            ``{"detail": "secret HF_TOKEN is not configured"}``, and one that a failing
+            provider leaves unknown ``{"detail": "secret HF_TOKEN is unavailable: provider
+            vault failed"}`` (the cause is logged); when False it injects None.
         manager: The manager to read from; by default the app's (`secrets_lifespan`), else
             the process-wide one.
 
@@ -97,20 +106,25 @@ def secret(
 
     async def dependency(connection: HTTPConnection) -> str | None:
         source = fixed if fixed is not None else get_manager(connection)
-        failure: str | None = None
+        error: SecretsError | None = None
+        value: str | None = None
         try:
             value = await source.get(nkey)
         except SecretsError as exc:
-            failure = type(exc).__name__
-        if failure is not None:
-            # A failing provider (on_provider_error="raise") or a closed manager: say which
-            # secret is unavailable, never the error's text, to the client. Raised outside the
-            # handler, so the error is not even the response exception's context.
-            logger.warning("secret %s unavailable for a request: %s", nkey, failure)
-            raise HTTPException(status_code=503, detail=f"secret {nkey} is unavailable")
-        if value is None and required:
-            raise HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
-        return value
+            error = exc
+        if error is None and (value is not None or not required):
+            return value
+        report = unavailable_report(source, nkey, error)
+        error = None  # the 503 is raised from a frame that no longer holds the error
+        if report is None:
+            raise_unchained(
+                HTTPException(status_code=503, detail=f"secret {nkey} is not configured")
+            )
+        # A failing provider (raised, or skipped while the key is unknown) or a closed manager:
+        # the client learns which secret and which provider, the log the cause.
+        detail, cause = report
+        logger.warning("secret %s unavailable for a request: %s", nkey, cause)
+        raise_unchained(HTTPException(status_code=503, detail=detail))
 
     dependency.__name__ = dependency.__qualname__ = f"secret_{nkey.lower()}"
     return dependency

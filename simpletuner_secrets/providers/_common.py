@@ -5,11 +5,12 @@ held until the thread really returns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import stat
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -31,12 +32,42 @@ __all__ = [
     "first_setting",
     "is_loopback_host",
     "mask_url",
+    "missing_extra_reason",
     "read_regular_file",
+    "sdk_imports",
     "setting",
     "text_setting",
 ]
 
 T = TypeVar("T")
+
+
+# Held while an SDK is imported: one import at a time, process-wide.
+_sdk_import_lock = threading.RLock()
+
+
+def _new_sdk_import_lock() -> None:
+    global _sdk_import_lock
+    _sdk_import_lock = threading.RLock()
+
+
+_fork.after_fork(_new_sdk_import_lock)
+
+
+@contextlib.contextmanager
+def sdk_imports() -> Iterator[None]:
+    """Hold this around an SDK's first import (aioboto3, hvac), which runs in a worker thread.
+
+    Python's warning filters are one process-wide list, and ``warnings.catch_warnings`` is not
+    thread-safe: it saves the list on entry and puts the saved copy back on exit. botocore
+    imports inside a ``catch_warnings`` block; requests, imported by hvac, adds a filter that
+    silences urllib3's SOCKS ``DependencyWarning`` and then imports the module that issues it.
+    When AWS and Vault import at once in two threads, botocore's exit can drop requests' filter
+    just before the warning is issued, and it reaches stderr (about one run in ten). Imports
+    made one at a time cannot interleave so.
+    """
+    with _sdk_import_lock:
+        yield
 
 
 def text_setting(value: Any) -> str | None:
@@ -66,6 +97,12 @@ def setting(
     """The one settings rule: argument > ``config[config_key]`` > the first set variable of
     ``env_names``; blank means unset at every level."""
     return first_setting(argument, config.get(config_key), *(environ.get(n) for n in env_names))
+
+
+def missing_extra_reason(exc: ImportError) -> str:
+    """Why a provider whose settings are present is left out: its SDK is not installed (the
+    ImportError names the extra to install)."""
+    return f"its settings are present, but {exc}"
 
 
 def mask_url(url: str | None) -> str | None:

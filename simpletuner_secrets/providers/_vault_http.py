@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import _fork
-from ._common import WorkerSlots, display_url
+from ._common import WorkerSlots, display_url, sdk_imports
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -58,7 +58,8 @@ def hvac_installed() -> bool:
 
 def import_hvac() -> Any:
     try:
-        import hvac
+        with sdk_imports():  # one SDK import at a time: see sdk_imports
+            import hvac
     except ImportError as exc:
         raise ImportError(f"the vault provider needs hvac: {INSTALL_HINT}") from exc
     return hvac
@@ -256,10 +257,11 @@ def _watch(conn: Any) -> None:
 def session_type() -> Any:
     """The requests session hvac gets: it never follows a redirect, and a load's deadline can
     cut its connections. Built on first use, in a worker thread (requests imports slowly)."""
-    import requests
-    import requests.adapters
-    import urllib3
-    import urllib3.connection
+    with sdk_imports():
+        import requests
+        import requests.adapters
+        import urllib3
+        import urllib3.connection
 
     # A connection is watched before it connects and again once connected: a deadline that
     # passed while the socket did not exist yet shuts the new socket at once.

@@ -14,14 +14,29 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
 from .. import _fork
+from .._settings import (
+    ENV_AWS_CONNECT_TIMEOUT,
+    ENV_AWS_READ_TIMEOUT,
+    ENV_AWS_VERSION_STAGE,
+    env_seconds,
+)
 from ..errors import ConfigurationError, ProviderError
-from ._common import WarnOnce, mask_url, setting
+from ._common import (
+    WarnOnce,
+    display_url,
+    mask_url,
+    missing_extra_reason,
+    sdk_imports,
+    setting,
+)
+from ._network import describe_connection_failure
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
 __all__ = ["AWSSecretsManagerProvider"]
@@ -116,9 +131,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     """One secret in AWS Secrets Manager holding a JSON object of key/value pairs.
 
     Settings come from the arguments, else from ``config`` (``aws_secret_name``,
-    ``aws_region``, ``aws_endpoint_url``), else from the environment
-    (``SIMPLETUNER_AWS_SECRET_NAME``; ``AWS_DEFAULT_REGION`` then ``AWS_REGION``;
-    ``AWS_ENDPOINT_URL``). Only the secret name is required: without a region, botocore
+    ``aws_region``, ``aws_endpoint_url``, ``aws_version_stage``, ``aws_connect_timeout``,
+    ``aws_read_timeout``), else from the environment (``SIMPLETUNER_AWS_SECRET_NAME``;
+    ``AWS_DEFAULT_REGION`` then ``AWS_REGION``; ``AWS_ENDPOINT_URL``;
+    ``SIMPLETUNER_AWS_VERSION_STAGE``; ``SIMPLETUNER_AWS_CONNECT_TIMEOUT``,
+    ``SIMPLETUNER_AWS_READ_TIMEOUT``). Only the secret name is required: without a region, botocore
     resolves it as usual (its own environment variables, then the profile in
     ``~/.aws/config``), and a client that still has none fails with `ProviderError` naming
     ``NoRegionError``. Credentials come from the standard AWS chain and are never handled here.
@@ -138,23 +155,35 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         secret_name: Name or ARN of the secret.
         region_name: AWS region.
         endpoint_url: Endpoint override (a local emulator, a VPC endpoint).
-        version_stage: The staging label read (``AWSCURRENT``, ``AWSPREVIOUS``, or your own).
+        version_stage: The staging label read (``AWSCURRENT``, ``AWSPREVIOUS``, or your own);
+            default ``AWSCURRENT``.
         config: The `SecretsManager` settings mapping.
         environ: Environment for the settings above (default ``os.environ``). botocore still
             reads ``os.environ`` for credentials and its own settings.
         client_config: A ``botocore.config.Config`` merged over the provider's defaults
-            (connect timeout 5 s, read timeout 10 s); use it for retries, proxies, timeouts.
+            (connect timeout 5 s, read timeout 10 s, or the two settings above; standard
+            retry mode); use it for retries, proxies, timeouts.
 
     Raises:
         ImportError: aioboto3 is not installed (the message names the ``[aws]`` extra).
-        ValueError: ``version_stage`` is empty.
+        ValueError: ``version_stage`` is empty, or a ``config`` timeout is not a number > 0.
+        ConfigurationError: A settings variable is malformed (named, its value not shown).
 
     Attributes:
         clients_opened: How many clients were opened, over all loops (diagnostics).
     """
 
     name = "aws"
-    config_keys = frozenset({"aws_secret_name", "aws_region", "aws_endpoint_url"})
+    config_keys = frozenset(
+        {
+            "aws_secret_name",
+            "aws_region",
+            "aws_endpoint_url",
+            "aws_version_stage",
+            "aws_connect_timeout",
+            "aws_read_timeout",
+        }
+    )
 
     def __init__(
         self,
@@ -162,18 +191,28 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         region_name: str | None = None,
         *,
         endpoint_url: str | None = None,
-        version_stage: str = "AWSCURRENT",
+        version_stage: str | None = None,
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
         client_config: Any = None,
     ) -> None:
         if not _sdk_importable():
             raise _missing_sdk()
-        if not version_stage or not version_stage.strip():
+        if version_stage is not None and not version_stage.strip():
             raise ValueError("version_stage must be a non-empty staging label")
         super().__init__()
         cfg: Mapping[str, Any] = config if config is not None else {}
         env: Mapping[str, str] = environ if environ is not None else os.environ
+        self.version_stage = (
+            setting(version_stage, cfg, "aws_version_stage", env, ENV_AWS_VERSION_STAGE)
+            or "AWSCURRENT"
+        )
+        self.connect_timeout = _timeout_setting(
+            cfg, "aws_connect_timeout", env, ENV_AWS_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_S
+        )
+        self.read_timeout = _timeout_setting(
+            cfg, "aws_read_timeout", env, ENV_AWS_READ_TIMEOUT, DEFAULT_READ_TIMEOUT_S
+        )
         self.secret_name = setting(
             secret_name, cfg, "aws_secret_name", env, "SIMPLETUNER_AWS_SECRET_NAME"
         )
@@ -181,7 +220,6 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             region_name, cfg, "aws_region", env, "AWS_DEFAULT_REGION", "AWS_REGION"
         )
         self.endpoint_url = setting(endpoint_url, cfg, "aws_endpoint_url", env, "AWS_ENDPOINT_URL")
-        self.version_stage = version_stage
         self.client_config = client_config
         self.clients_opened = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
@@ -195,8 +233,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     ) -> AWSSecretsManagerProvider | LeftOut:
         """The AWS provider of the default chain, when a secret name is set.
 
-        Left out (debug) with no ``aws_secret_name`` / ``SIMPLETUNER_AWS_SECRET_NAME`` or no
-        aioboto3; (warning) when a setting is malformed.
+        Left out (debug) with no ``aws_secret_name`` / ``SIMPLETUNER_AWS_SECRET_NAME``;
+        (warning) when a setting is malformed, or a secret name is set but aioboto3 is not
+        installed (the warning names the ``[aws]`` extra).
         """
         if not (config.get("aws_secret_name") or environ.get("SIMPLETUNER_AWS_SECRET_NAME")):
             return LeftOut(
@@ -205,7 +244,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             return cls(config=config, environ=environ)
         except ImportError as exc:
-            return LeftOut(cls.name, str(exc))
+            return LeftOut(cls.name, missing_extra_reason(exc), logging.WARNING)
         except (ConfigurationError, ValueError) as exc:
             return LeftOut(cls.name, str(exc), logging.WARNING)
 
@@ -267,6 +306,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 "aws: no secret name set (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)",
                 provider=self.name,
             )
+        started = time.monotonic()
         client = await self._client()
         try:
             response = await client.get_secret_value(SecretId=name, VersionStage=self.version_stage)
@@ -274,7 +314,8 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             if _error_code(exc) == "ResourceNotFoundException":
                 self._report_missing(name)
                 return {}
-            raise self._call_error(name, exc) from _safe_cause(exc)
+            elapsed = time.monotonic() - started
+            raise self._call_error(name, exc, elapsed) from _safe_cause(exc)
         self._missing.clear(name)
         document, problem = self._parse(name, response)
         # Raised from this frame, the response (the whole secret) dropped first: error
@@ -293,8 +334,18 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 self.region_name or "default",
             )
 
-    def _call_error(self, name: str, exc: Exception) -> ProviderError:
+    def _call_error(self, name: str, exc: Exception, elapsed: float) -> ProviderError:
         code = _error_code(exc)
+        network = None if code is not None else describe_connection_failure(exc)
+        if network is not None:
+            # Refused, DNS, TLS, timeout: what happened, where, and how long the attempts
+            # (botocore's retries included) really took.
+            endpoint = self.endpoint_url or getattr(exc, "kwargs", {}).get("endpoint_url")
+            where = f" at {display_url(str(endpoint))}" if endpoint else ""
+            return ProviderError(
+                f"aws: cannot read secret {name!r}: {network}{where} after {elapsed:.1f} s",
+                provider=self.name,
+            )
         if code is not None:
             response: Mapping[str, Any] = getattr(exc, "response", {}) or {}
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -438,9 +489,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     def _open_session(self) -> tuple[Any, Any]:
         """Import the SDK and load the service model: blocking work, run in a worker thread."""
         try:
-            import aioboto3
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
+            with sdk_imports():  # one SDK import at a time: see sdk_imports
+                import aioboto3
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
         except ImportError as exc:
             raise _missing_sdk() from exc
         core = get_session()
@@ -449,10 +501,15 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         # process running `asyncio.run` per task parses it once, not per run.
         core.register_component("data_loader", _warm_loader(core))
         session = aioboto3.Session(botocore_session=core, region_name=self.region_name)
+        # Standard retry mode (3 attempts, short backoff) unless botocore's own variable says
+        # otherwise: the legacy default spends ~9 s retrying a refused connection, longer than
+        # the manager's provider_timeout, which then hides the cause behind "no answer".
+        retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
         client_config = AioConfig(
-            connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
-            read_timeout=DEFAULT_READ_TIMEOUT_S,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
             user_agent_extra="simpletuner-secrets",
+            **retries,
         )
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
@@ -520,8 +577,35 @@ def _release_clients(entries: list[_LoopClient]) -> None:
                 asyncio.run(ready.result().__aexit__(None, None, None))
             except Exception as exc:
                 logger.debug("aws: closing a closed loop's client failed: %s", type(exc).__name__)
-        if task is not None:
-            task.get_coro().close()  # ends the keeper: its `async with` exits, nothing left
+        coro = None if task is None else task.get_coro()  # None only for eager tasks (3.12+)
+        if coro is not None:
+            coro.close()  # ends the keeper: its `async with` exits, nothing left
+
+
+def _timeout_setting(
+    config: Mapping[str, Any],
+    key: str,
+    environ: Mapping[str, str],
+    variable: str,
+    default: float,
+) -> float:
+    """A client timeout from ``config[key]``, else ``variable``, else ``default`` (seconds > 0).
+
+    Raises:
+        ValueError: The config value is not a number > 0.
+        ConfigurationError: The variable is malformed (named, its value not shown).
+    """
+    given = config.get(key)
+    if given is None:
+        found = env_seconds(environ, variable, positive=True)
+        return default if found is None else found
+    try:
+        number = float(given)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number of seconds > 0") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"{key} must be a number of seconds > 0")
+    return number
 
 
 def _closed_while_opening() -> ProviderError:

@@ -9,7 +9,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._settings import ENV_ENV_PREFIX, env_text
 from ..keys import KNOWN_KEYS, normalize_key
+from ._common import text_setting
 from .base import SecretProvider
 
 __all__ = ["EnvironmentSecretProvider"]
@@ -73,8 +75,10 @@ class EnvironmentSecretProvider(SecretProvider):
     def from_settings(
         cls, config: Mapping[str, Any], environ: Mapping[str, str]
     ) -> EnvironmentSecretProvider:
-        """The environment provider of the default chain: prefix from ``env_prefix``."""
-        return cls(prefix=config.get("env_prefix") or "")
+        """The environment provider of the default chain: prefix from ``env_prefix``, else
+        ``SIMPLETUNER_ENV_PREFIX``, else none."""
+        prefix = text_setting(config.get("env_prefix")) or env_text(environ, ENV_ENV_PREFIX)
+        return cls(prefix=prefix or "")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self.prefix.rstrip('_')!r})"

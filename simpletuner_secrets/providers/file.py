@@ -25,9 +25,18 @@ import anyio
 import yaml
 
 from .. import _fork
+from .._settings import (
+    ENV_MAX_FILE_SIZE,
+    ENV_SECRETS_FILE,
+    ENV_STRICT_PERMISSIONS,
+    env_flag,
+    env_integer,
+    env_text,
+)
 from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
+from ._common import text_setting
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
 
 __all__ = ["FileSecretProvider"]
@@ -36,6 +45,8 @@ logger = logging.getLogger("simpletuner_secrets")
 
 #: File names tried, in order, under ``~/.simpletuner`` when no path is given.
 DEFAULT_NAMES = ("secrets.json", "secrets.yaml", "secrets.yml")
+#: Larger files are refused (`FileSecretProvider.max_file_size`).
+DEFAULT_MAX_FILE_SIZE = 1_048_576
 #: Seconds between two checks of the file for changes.
 RECHECK_S = 1.0
 _TMP_MARK = ".tmp-"
@@ -251,14 +262,14 @@ class FileSecretProvider(DocumentSecretProvider):
 
     name = "file"
     cache_answers = False
-    config_keys = frozenset({"file_path"})
+    config_keys = frozenset({"file_path", "strict_permissions", "max_file_size"})
 
     def __init__(
         self,
         file_path: str | os.PathLike[str] | None = None,
         *,
         strict_permissions: bool = False,
-        max_file_size: int = 1_048_576,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         home: str | os.PathLike[str] | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -295,8 +306,27 @@ class FileSecretProvider(DocumentSecretProvider):
     def from_settings(
         cls, config: Mapping[str, Any], environ: Mapping[str, str]
     ) -> FileSecretProvider:
-        """The file provider of the default chain: ``file_path``, else the default files."""
-        return cls(config.get("file_path"))
+        """The file provider of the default chain.
+
+        Settings, each from ``config`` else its variable: ``file_path`` /
+        ``SIMPLETUNER_SECRETS_FILE`` (else the default files), ``strict_permissions`` /
+        ``SIMPLETUNER_STRICT_PERMISSIONS``, ``max_file_size`` / ``SIMPLETUNER_MAX_FILE_SIZE``.
+
+        Raises:
+            ConfigurationError: A variable holds a malformed value (the variable named).
+        """
+        path = text_setting(config.get("file_path")) or env_text(environ, ENV_SECRETS_FILE)
+        strict = config.get("strict_permissions")
+        if strict is None:
+            strict = env_flag(environ, ENV_STRICT_PERMISSIONS)
+        size = config.get("max_file_size")
+        if size is None:
+            size = env_integer(environ, ENV_MAX_FILE_SIZE, minimum=1)
+        return cls(
+            path,
+            strict_permissions=bool(strict),
+            max_file_size=DEFAULT_MAX_FILE_SIZE if size is None else int(size),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={str(self.path)!r})"
@@ -307,6 +337,12 @@ class FileSecretProvider(DocumentSecretProvider):
     def directory(self) -> Path:
         """The default secrets directory, ``~/.simpletuner``."""
         return (self._home if self._home is not None else Path.home()) / ".simpletuner"
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the path was given (argument, ``file_path``, ``SIMPLETUNER_SECRETS_FILE``)
+        rather than found among the default files."""
+        return self._explicit is not None
 
     @property
     def path(self) -> Path:

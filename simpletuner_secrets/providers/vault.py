@@ -34,6 +34,7 @@ from ._common import (
     display_url,
     first_setting,
     is_loopback_host,
+    missing_extra_reason,
     read_regular_file,
     text_setting,
 )
@@ -391,15 +392,16 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
     ) -> HashiCorpVaultProvider | LeftOut:
         """The Vault provider of the default chain, when an address is set.
 
-        Left out (debug) with no ``vault_url`` / ``VAULT_ADDR`` / ``BAO_ADDR`` or no hvac;
-        (warning) when a setting is malformed or partial (an address and no token).
+        Left out (debug) with no ``vault_url`` / ``VAULT_ADDR`` / ``BAO_ADDR``; (warning) when
+        a setting is malformed or partial (an address and no token), or an address is set but
+        hvac is not installed (the warning names the ``[vault]`` extra).
         """
         if not (config.get("vault_url") or bao_env(environ, "VAULT_ADDR")):
             return LeftOut(cls.name, "no vault_url / VAULT_ADDR set (extra [vault])")
         try:
             provider = cls(config=config, environ=environ)
         except ImportError as exc:
-            return LeftOut(cls.name, str(exc))
+            return LeftOut(cls.name, missing_extra_reason(exc), logging.WARNING)
         except ConfigurationError as exc:
             return LeftOut(cls.name, str(exc), logging.WARNING)
         missing = provider.missing_settings()

@@ -258,7 +258,7 @@ async def test_hung_server_is_bounded_by_the_callers_timeout(home: Path) -> None
         # bound between them holds on a busy machine and still tells the two apart.
         vault = HashiCorpVaultProvider(url, "t", environ={"HOME": str(home)}, timeout=3.0)
         start = time.perf_counter()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(vault.load_document(), 0.2)
         assert time.perf_counter() - start < WAIT_ENDS_WITHIN_S
         start = time.perf_counter()

@@ -91,8 +91,25 @@ async def test_required_secret_with_a_failing_provider_is_a_503(no_installed_man
     async with TestClient(TestServer(make_app(manager))) as client:
         response = await client.get("/required")
         assert response.status == 503
-        assert await response.json() == {"detail": "secret REPLICATE_API_TOKEN is unavailable"}
+        assert await response.json() == {
+            "detail": "secret REPLICATE_API_TOKEN is unavailable: provider memory failed"
+        }
         assert "internal detail" not in await response.text()
+
+
+async def test_required_secret_with_a_skipped_failing_provider_says_it_failed(
+    no_installed_manager: None,
+) -> None:
+    """Skip mode with the provider down: the 503 names the failed provider, not "not
+    configured"."""
+    provider = InMemorySecretProvider({"REPLICATE_API_TOKEN": "r8_value"})
+    provider.failure = "down"
+    async with TestClient(TestServer(make_app(SecretsManager([provider])))) as client:
+        response = await client.get("/required")
+        assert response.status == 503
+        assert await response.json() == {
+            "detail": "secret REPLICATE_API_TOKEN is unavailable: provider memory failed"
+        }
 
 
 async def test_cleanup_closes_a_created_manager_and_uninstalls_it(

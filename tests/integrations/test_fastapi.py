@@ -124,16 +124,36 @@ def test_absent_required_secret_answers_503_with_a_json_error(no_installed_manag
 def test_failing_provider_answers_503_without_its_error_text(
     no_installed_manager: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With on_provider_error="raise", a failing back-end is a 503 naming the key, not the error."""
+    """With on_provider_error="raise", a failing back-end is a 503 naming the key and the
+    provider, not the error; the log line carries the cause."""
     provider = InMemorySecretProvider({"HF_TOKEN": HF_VALUE})
     provider.failure = "backend says no: internal detail"
     manager = SecretsManager([provider], on_provider_error="raise")
     with serve(make_app(secrets_lifespan(lambda: manager))) as url:
         response = httpx.get(f"{url}/token", timeout=5)
     assert response.status_code == 503
-    assert response.json() == {"detail": "secret HF_TOKEN is unavailable"}
+    assert response.json() == {"detail": "secret HF_TOKEN is unavailable: provider memory failed"}
     assert "internal detail" not in response.text
-    assert any("HF_TOKEN unavailable" in r.getMessage() for r in caplog.records)
+    (line,) = [r.getMessage() for r in caplog.records if "HF_TOKEN unavailable" in r.getMessage()]
+    assert "ProviderError: memory: backend says no: internal detail" in line
+
+
+def test_skipped_failing_provider_answers_503_saying_it_failed(
+    no_installed_manager: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Default skip mode, the only provider down: the 503 says the provider failed, not
+    "not configured" (the key is unknown, not absent)."""
+    provider = InMemorySecretProvider({"HF_TOKEN": HF_VALUE})
+    provider.failure = "connection refused"
+    manager = SecretsManager([provider])
+    with serve(make_app(secrets_lifespan(lambda: manager))) as url:
+        response = httpx.get(f"{url}/token", timeout=5)
+        provider.failure = None
+        recovered = httpx.get(f"{url}/token", timeout=5)
+    assert response.status_code == 503
+    assert response.json() == {"detail": "secret HF_TOKEN is unavailable: provider memory failed"}
+    assert recovered.status_code == 200
+    assert any("provider memory failing" in r.getMessage() for r in caplog.records)
 
 
 def test_lifespan_installs_then_closes_and_uninstalls_the_manager(

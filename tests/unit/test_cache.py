@@ -606,7 +606,7 @@ def test_waiters_reload_when_the_leading_loop_is_stopped_not_closed() -> None:
 
     loop = asyncio.new_event_loop()
     try:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             loop.run_until_complete(start_both())
         assert c.stats()["pending"] == 2  # both load tasks wait in the stopped loop
         results: dict[str, str] = {}

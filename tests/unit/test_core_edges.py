@@ -91,7 +91,7 @@ async def test_factory_raising_cancelled_error_does_not_spin_forever() -> None:
     with pytest.raises(RuntimeError, match="CancelledError without being cancelled"):
         try:
             await asyncio.wait_for(cache.get_or_set_async("k", factory), 10.0)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pytest.fail(f"get_or_set_async spun for 10 s; the factory ran {calls} times")
     assert calls == 1
     assert "k" not in cache and cache.stats()["pending"] == 0
@@ -196,7 +196,7 @@ async def test_manager_get_ends_when_a_provider_raises_cancelled_error(
         else:
             with pytest.raises(ProviderError, match="failed with CancelledError"):
                 await lookup
-    except TimeoutError:
+    except asyncio.TimeoutError:
         pytest.fail(f"get() did not end in 10 s; the provider was called {provider.calls} times")
     finally:
         await m.aclose()

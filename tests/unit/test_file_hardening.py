@@ -271,7 +271,7 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_never_lands(
     path = write(tmp_path / "s.json", json.dumps({"A": "old"}))
     provider = FileSecretProvider(path)
     for key in ("A", "B"):  # two timed-out writes: neither may land
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(provider.set(key, NEW_SECRET), 0.2)
     lock_held_elsewhere()
     # A write after the release queues behind the cancelled ones (one lock, taken in turn),
@@ -306,7 +306,7 @@ async def test_a_delete_cancelled_while_waiting_for_the_lock_never_lands(
     """delete() follows the same rule as set()."""
     path = write(tmp_path / "s.json", json.dumps({"A": "old"}))
     provider = FileSecretProvider(path)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(provider.delete("A"), 0.2)
     lock_held_elsewhere()
     await asyncio.wait_for(provider.set("C", "c"), 10)
