@@ -597,7 +597,7 @@ def test_readme_block_for_other_programs_runs(home: Path, tmp_path: Path) -> Non
     from tests.unit.test_readme import blocks
     from tests.unit.test_readme import clean_env as readme_env
 
-    (block,) = blocks("sh")
+    (block,) = [b for b in blocks("sh") if "simpletuner-secrets run" in b]
     write_secrets(home, {"HF_TOKEN": SECRET})
     work = tmp_path / "work"
     work.mkdir()

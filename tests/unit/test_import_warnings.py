@@ -25,7 +25,7 @@ RACE = textwrap.dedent(
 
     sys.modules["socks"] = None  # PySocks not installed
 
-    from simpletuner_secrets.providers import aws, vault
+    from simpletuner_secrets.providers import _vault_http, aws
 
     in_block = threading.Event()
     filter_set = threading.Event()
@@ -63,8 +63,8 @@ RACE = textwrap.dedent(
 
     def import_vault():
         in_block.wait(3)
-        vault._import_hvac()
-        vault._session_type()
+        _vault_http.import_hvac()
+        _vault_http.session_type()
 
     threads = [threading.Thread(target=import_aws, name="aws"),
                threading.Thread(target=import_vault, name="vault")]
