@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _fork
+from ._events import EventHub, EventSource
 from ._flight import being_cancelled
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
@@ -161,6 +162,11 @@ class Resolver:
         self.closed = False
         self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
         self._background: set[asyncio.Task[Any]] = set()
+        # Events and the call probe (SPEC 10): reached from the slow paths only.
+        self.events = EventHub()
+        for slot in self.slots:
+            if isinstance(slot.provider, EventSource):
+                slot.provider.bind_events(self.events.emitter(slot.name))
         _fork.track(self)
 
     def reset_after_fork(self) -> None:
@@ -241,6 +247,7 @@ class Resolver:
         if not slot.stats.failing:
             slot.stats.failing = True
             logger.warning("provider %s failed and is skipped: %s", slot.name, exc)
+            self.events.emit("provider_failed", slot.name)
 
     async def ask(self, slot: Slot, nkey: str) -> str | None:
         """One provider's answer for ``nkey``, through the cache where it applies."""
@@ -269,6 +276,10 @@ class Resolver:
         start = self.timer()
         failure: ProviderError | None = None
         deadline: Any = None
+        # --- observation hook (SPEC 10, OpenTelemetry): None unless instrumented.
+        probe = self.events.probe
+        token = None if probe is None else probe.start(slot.name, None)
+        calls_errors, timeouts = stats.calls + stats.errors, stats.timeouts
         try:
             async with _timeout(self.provider_timeout) as deadline:
                 result = await fetch()
@@ -309,16 +320,31 @@ class Resolver:
             stats.calls += 1
             stats.total_latency_s += elapsed
             stats.last_latency_s = elapsed
+            if probe is not None:
+                outcome = "ok" if stats.calls + stats.errors == calls_errors + 1 else "error"
+                if stats.timeouts != timeouts:
+                    outcome = "timeout"
+                probe.end(token, slot.name, outcome, elapsed)
         if failure is not None:
             raise failure
         if stats.failing:
             stats.failing = False
             logger.info("provider %s answers again", slot.name)
+            self.events.emit("provider_recovered", slot.name)
         return result
 
-    async def _fetch_entry(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Entry:
+    async def fetch_entry(
+        self, slot: Slot, fetch: Callable[[], Awaitable[Any]], previous: Entry | None
+    ) -> Entry:
+        """Fetch a new entry; when it replaces ``previous``, say so (`refreshed`) and, when
+        the answer differs, tell the change watcher."""
         value = await self.call(slot, fetch)
-        return self.policy.new_entry(value, self.timer(), self.rng)
+        now = self.timer()
+        if previous is not None:
+            self.events.emit("refreshed", slot.name, None, now - previous.fetched_at)
+            if previous.value != value:
+                self.events.document_changed()
+        return self.policy.new_entry(value, now, self.rng)
 
     async def _cached(
         self, slot: Slot, ckey: tuple[int, str | None], fetch: Callable[[], Awaitable[Any]]
@@ -328,7 +354,7 @@ class Resolver:
         entry = cache.touch(ckey)  # a hit counts; a miss is counted once, by the load
 
         def load() -> Awaitable[Entry]:
-            return self._fetch_entry(slot, fetch)
+            return self.fetch_entry(slot, fetch, entry)
 
         if entry is None:
             return (await cache.get_or_set_async(ckey, load)).value
@@ -344,6 +370,7 @@ class Resolver:
             return (await cache.refresh_async(ckey, load)).value
         if verdict is Freshness.SERVE_STALE:
             slot.stats.stale_served += 1
+            self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
         try:  # Freshness.REVALIDATE
             return (await cache.refresh_async(ckey, load)).value
@@ -352,16 +379,20 @@ class Resolver:
             # Every lookup that joined the refresh gets its failure; the first one counts it
             # (and moves retry_at ahead), so one failure backs off once.
             if self.timer() >= entry.retry_at:
-                self._refresh_failed(slot, entry, exc)
+                self.refresh_failed(slot, entry, exc)
+            self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
 
-    def _refresh_failed(self, slot: Slot, entry: Entry, exc: ProviderError) -> None:
+    def refresh_failed(self, slot: Slot, entry: Entry, exc: ProviderError) -> None:
         """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""
         entry.failures += 1
-        slot.stats.failing = True  # so that the first success after the outage is logged
+        age = self.timer() - entry.fetched_at
+        self.events.emit("refresh_failed", slot.name, None, age)
+        if not slot.stats.failing:
+            slot.stats.failing = True  # so that the first success after the outage is logged
+            self.events.emit("provider_failed", slot.name)
         entry.retry_at = self.timer() + self.policy.backoff(entry.failures, self.rng)
         if entry.failures == 1:
-            age = self.timer() - entry.fetched_at
             logger.warning(
                 "provider %s: refresh failed (%s); serving the last good answer, %.0f s old, "
                 "and retrying",
@@ -380,7 +411,7 @@ class Resolver:
         try:
             await self.cache.refresh_async(ckey, load)
         except ProviderError as exc:
-            self._refresh_failed(slot, entry, exc)
+            self.refresh_failed(slot, entry, exc)
         except SecretsError:
             pass  # the manager closed meanwhile: nothing to refresh for
         finally:
