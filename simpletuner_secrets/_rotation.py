@@ -34,6 +34,8 @@ Lookup = Callable[[str], Awaitable[str | None]]
 async def resolve_many(lookup: Lookup, nkeys: Sequence[str]) -> list[str | None]:
     """Every key's answer in one fan-out: all lookups at once, so each document is fetched
     once (concurrent misses coalesce); the first failure cancels the rest."""
+    if not nkeys:
+        return []
     tasks = [asyncio.ensure_future(lookup(nkey)) for nkey in nkeys]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -46,12 +48,12 @@ async def resolve_many(lookup: Lookup, nkeys: Sequence[str]) -> list[str | None]
         tasks.clear()  # a finished task's repr shows its result: not for a traceback's locals
 
 
-def missing(resolver: Resolver, nkey: str) -> MissingSecretError:
-    """The error of `SecretsManager.require` for an absent ``nkey``: the key, the providers
-    asked, and those failing now."""
+def missing(resolver: Resolver, nkey: str, *others: str) -> MissingSecretError:
+    """The error for absent keys (`SecretsManager.require`, required keys at startup): the
+    keys, the providers asked, and those failing now."""
     asked = [s.name for s in resolver.slots]
     failed = [s.name for s in resolver.slots if s.stats.failing]
-    return MissingSecretError(nkey, asked, failed)
+    return MissingSecretError(nkey, asked, failed, others)
 
 
 @dataclass(eq=False)

@@ -67,22 +67,30 @@ class ConfigurationError(SecretsError):
 
 
 class MissingSecretError(SecretsError):
-    """`SecretsManager.require` found no provider with the key.
+    """A required secret is absent: `SecretsManager.require`, or a required key at startup.
 
     Attributes:
-        key: The key (normalized).
+        key: The (first) key missing, normalized.
+        keys: Every key missing, normalized.
         providers: The names of the providers asked, highest priority first.
         failed: The names of those among them that are failing (they might hold it).
     """
 
-    def __init__(self, key: str, providers: list[str], failed: list[str]) -> None:
+    def __init__(
+        self, key: str, providers: list[str], failed: list[str], others: tuple[str, ...] = ()
+    ) -> None:
+        keys = [key, *others]
         asked = ", ".join(providers) or "none"
-        text = f"secret {key} is not set (providers asked: {asked}"
+        if others:
+            text = f"secrets {', '.join(keys)} are not set (providers asked: {asked}"
+        else:
+            text = f"secret {key} is not set (providers asked: {asked}"
         text += f"; failing: {', '.join(failed)})" if failed else ")"
         super().__init__(text)
         self.key = key
+        self.keys = keys
         self.providers = list(providers)
         self.failed = list(failed)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.key, self.providers, self.failed))
+        return (type(self), (self.key, self.providers, self.failed, tuple(self.keys[1:])))

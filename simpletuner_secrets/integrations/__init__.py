@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from .. import _fork
 from ..manager import (
@@ -94,6 +94,29 @@ async def start_manager(
         return manager, created, previous, False
     install(manager, previous)
     return manager, created, previous, True
+
+
+async def start_with_required(
+    manager: SecretsManager | None,
+    factory: ManagerFactory | None,
+    required: Iterable[str],
+    close: bool | None,
+) -> tuple[SecretsManager, bool, SecretsManager | None, bool]:
+    """`start_manager`, then resolve the ``required`` keys (the cache warmed for the first
+    requests); when one is absent or fails, undo the start (closing the manager as shutdown
+    would: ``close``, or None for "when created here") and raise.
+
+    Raises:
+        MissingSecretError: Required keys are absent (all named).
+        ProviderError: With ``on_provider_error="raise"``, a provider failed.
+    """
+    chosen, created, previous, installed = await start_manager(manager, factory)
+    try:
+        await chosen.require_all(required)
+    except BaseException:
+        await stop_manager(chosen, previous, installed, created if close is None else close)
+        raise
+    return chosen, created, previous, installed
 
 
 async def stop_manager(

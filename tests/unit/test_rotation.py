@@ -491,3 +491,12 @@ def test_sync_facade_has_get_many_require_refresh_and_on_change() -> None:
         assert doc.loads == 2
     finally:
         m.sync.close()
+
+
+async def test_get_many_of_no_keys_is_an_empty_dict_without_a_lookup() -> None:
+    """get_many([]) answers {} and asks no provider."""
+    clock = FakeClock()
+    doc = Doc({"K": "v"})
+    async with manager(doc, clock=clock) as m:
+        assert await m.get_many([]) == {}
+        assert doc.loads == 0
