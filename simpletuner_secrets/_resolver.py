@@ -161,6 +161,9 @@ class Resolver:
         self._entries = self.cache.entries()
         self.closed = False
         self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
+        # Cached answers the slow path gave (fresh), and those it had to fetch first.
+        self.slow_hits = 0
+        self.fetched = 0
         self._background: set[asyncio.Task[Any]] = set()
         # Events and the call probe (SPEC 10): reached from the slow paths only.
         self.events = EventHub()
@@ -357,23 +360,29 @@ class Resolver:
             return self.fetch_entry(slot, fetch, entry)
 
         if entry is None:
+            self.fetched += 1
             return (await cache.get_or_set_async(ckey, load)).value
         verdict = decide(entry, self.timer(), self.policy)
         if verdict is Freshness.FRESH:
+            self.slow_hits += 1
             return entry.value
         if verdict is Freshness.REFRESH_AHEAD:
+            self.slow_hits += 1
             entry.refreshing = True
             self.spawn(self._refresh_ahead(slot, ckey, entry, load))
             return entry.value
         if verdict is Freshness.RELOAD:
             # Too old to serve even stale: a new value, or the failure.
+            self.fetched += 1
             return (await cache.refresh_async(ckey, load)).value
         if verdict is Freshness.SERVE_STALE:
             slot.stats.stale_served += 1
             self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
         try:  # Freshness.REVALIDATE
-            return (await cache.refresh_async(ckey, load)).value
+            fresh = (await cache.refresh_async(ckey, load)).value
+            self.fetched += 1
+            return fresh
         except ProviderError as exc:
             slot.stats.stale_served += 1
             # Every lookup that joined the refresh gets its failure; the first one counts it
@@ -455,6 +464,13 @@ class Resolver:
         return {
             "cache": cache,
             "providers": {s.name: s.stats.snapshot() for s in self.slots},
+            # Answers given from the cache, after a fetch, or stale (each cached answer a
+            # lookup consulted: the fast path counts one per lookup).
+            "lookups": {
+                "hit": self.fast_hits + self.slow_hits,
+                "miss": self.fetched,
+                "stale": sum(s.stats.stale_served for s in self.slots),
+            },
         }
 
     async def cancel_background(self) -> None:
