@@ -347,7 +347,7 @@ class Resolver:
             self.events.emit("refreshed", slot.name, None, now - previous.fetched_at)
             if previous.value != value:
                 self.events.document_changed()
-        return self.policy.new_entry(value, now, self.rng)
+        return self.policy.new_entry(value, now, self.rng, previous)
 
     async def _cached(
         self, slot: Slot, ckey: tuple[int, str | None], fetch: Callable[[], Awaitable[Any]]

@@ -500,3 +500,19 @@ async def test_get_many_of_no_keys_is_an_empty_dict_without_a_lookup() -> None:
     async with manager(doc, clock=clock) as m:
         assert await m.get_many([]) == {}
         assert doc.loads == 0
+
+
+async def test_a_busy_process_asks_the_back_end_once_per_ttl_not_per_refresh_ahead() -> None:
+    """Looked up every 50 ms for 600 s at TTL 5 s: about 120 fetches (refresh-ahead at 80% of a
+    lifetime would make 150), and the value served is never older than 1.2 lifetimes."""
+    clock = FakeClock()
+    doc = Doc({"K": "v"})
+    async with SecretsManager([doc], cache_ttl=5, timer=clock, rng=random.Random(5)) as m:
+        for _ in range(12_000):
+            await m.get("K")
+            for _ in range(3):
+                await asyncio.sleep(0)  # the background refresh-ahead runs
+            entry = m.resolver.cached_entry(m.resolver.slots[0], "K")
+            assert entry is not None and clock.now - entry.fetched_at <= 5 * 1.1 * 1.2 + 0.05
+            clock.tick(0.05)
+    assert 118 <= doc.loads <= 123
