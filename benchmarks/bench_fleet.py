@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -265,7 +264,9 @@ async def worker(args: argparse.Namespace) -> None:
                 bad_second[second] += 1
                 if len(missed) < 20:
                     missed.append([round(now, 2), [k for k, v in got.items() if not v]])
-            elif first_new is None and got[AWS_KEY].endswith("v2") and got[VAULT_KEY].endswith("v2"):
+            elif (
+                first_new is None and got[AWS_KEY].endswith("v2") and got[VAULT_KEY].endswith("v2")
+            ):
                 first_new = now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LOOKUP_EVERY_S)
@@ -361,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         fleet = Fleet()
         t_start = time.time()
-        for i in range(args.processes):
+        for _ in range(args.processes):
             # A rolling start, as a deployment brings a fleet up: one process every TTL/N.
             fleet.procs.append(
                 subprocess.Popen(
