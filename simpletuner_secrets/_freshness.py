@@ -102,7 +102,7 @@ def decide(entry: Entry, now: float, policy: Policy) -> Freshness:
     Rules, in order: past ``fresh_until + max_stale`` it is `RELOAD`; before ``fresh_until``
     it is `FRESH`, or `REFRESH_AHEAD` once ``refresh_at`` has passed (unless a refresh is
     already running or a failed one is backing off); past freshness it is `SERVE_STALE` while
-    a failed refresh backs off, else `REVALIDATE`.
+    a failed refresh backs off or a refresh ahead is still running, else `REVALIDATE`.
     """
     if now >= entry.fresh_until + policy.max_stale:
         return Freshness.RELOAD
@@ -110,6 +110,8 @@ def decide(entry: Entry, now: float, policy: Policy) -> Freshness:
         if now >= entry.refresh_at and not entry.refreshing and now >= entry.retry_at:
             return Freshness.REFRESH_AHEAD
         return Freshness.FRESH
-    if now < entry.retry_at:
+    if now < entry.retry_at or entry.refreshing:
+        # Backing off, or a refresh ahead still running (a slow back-end): waiting for it
+        # would stall the lookup up to provider_timeout; the last good answer serves.
         return Freshness.SERVE_STALE
     return Freshness.REVALIDATE

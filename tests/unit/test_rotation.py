@@ -516,3 +516,22 @@ async def test_a_busy_process_asks_the_back_end_once_per_ttl_not_per_refresh_ahe
             assert entry is not None and clock.now - entry.fetched_at <= 5 * 1.1 * 1.2 + 0.05
             clock.tick(0.05)
     assert 118 <= doc.loads <= 123
+
+
+async def test_a_lookup_past_freshness_does_not_wait_for_a_slow_refresh_ahead() -> None:
+    """A refresh ahead still running when the entry goes stale: lookups get the last good
+    value at once instead of joining it (the fleet saw 5 s lookups behind a slow back-end)."""
+    clock = FakeClock()
+    doc = Doc({"K": SECRET})
+    async with manager(doc, clock=clock) as m:
+        assert await m.get("K") == SECRET
+        doc.gate = asyncio.Event()
+        doc.data["K"] = ROTATED
+        clock.tick(53)  # past refresh_at, before fresh_until: a background refresh starts
+        assert await m.get("K") == SECRET
+        await settle(lambda: doc.loads == 2)
+        clock.tick(20)  # past fresh_until while that refresh is still running
+        assert await asyncio.wait_for(m.get("K"), 2) == SECRET
+        doc.gate.set()
+        await settle(lambda: m.resolver.peek("K") == ROTATED)
+        assert doc.loads == 2
