@@ -286,17 +286,6 @@ class SecretsManager:
             raise missing(self.resolver, normalize_key(key))
         return value
 
-    async def require_all(self, keys: Iterable[str]) -> None:
-        """Resolve ``keys`` in one fan-out (warming the cache) and fail naming the absent ones.
-
-        Raises:
-            MissingSecretError: Some are absent (all of them named).
-        """
-        values = await self.get_many(normalize_key(k) for k in keys)
-        absent = [k for k, v in values.items() if v is None]
-        if absent:
-            raise missing(self.resolver, *absent)
-
     async def refresh(self, key: str | None = None) -> None:
         """Fetch again now the documents that could answer ``key`` (all when None): at most
         once per ``min_refresh_interval`` each; within it, wait for the last fetch instead.

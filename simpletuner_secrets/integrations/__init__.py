@@ -12,6 +12,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 
 from .. import _fork
+from .._rotation import missing
+from ..keys import normalize_key
 from ..manager import (
     SecretsManager,
     installed_manager,
@@ -96,6 +98,20 @@ async def start_manager(
     return manager, created, previous, True
 
 
+async def require_all(manager: SecretsManager, keys: Iterable[str]) -> None:
+    """Resolve ``keys`` in one `SecretsManager.get_many` (warming the cache for the first
+    requests) and fail naming every absent one.
+
+    Raises:
+        MissingSecretError: Some are absent (all of them named).
+    """
+    values = await manager.get_many(normalize_key(k) for k in keys)
+    absent = [k for k, v in values.items() if v is None]
+    values.clear()  # the values found: not for the frame locals of the error's traceback
+    if absent:
+        raise missing(manager.resolver, *absent)
+
+
 async def start_with_required(
     manager: SecretsManager | None,
     factory: ManagerFactory | None,
@@ -112,7 +128,7 @@ async def start_with_required(
     """
     chosen, created, previous, installed = await start_manager(manager, factory)
     try:
-        await chosen.require_all(required)
+        await require_all(chosen, required)
     except BaseException:
         await stop_manager(chosen, previous, installed, created if close is None else close)
         raise

@@ -26,8 +26,8 @@ from simpletuner_secrets.manager import installed_manager
 
 from .test_fastapi import serve
 
-HF_VALUE = "hf_required_startup_value_93ab"
-DB_VALUE = "db_required_startup_value_11fe"
+HF_SECRET = "hf_required_startup_value_93ab"
+DB_SECRET = "db_required_startup_value_11fe"
 
 
 class Remote(DocumentSecretProvider):
@@ -62,13 +62,13 @@ def test_fastapi_first_request_after_startup_calls_no_provider(
     no_installed_manager: None,
 ) -> None:
     """Under real uvicorn: startup resolved the required keys; the request adds no load."""
-    remote = Remote({"HF_TOKEN": HF_VALUE, "DB_PASSWORD": DB_VALUE})
+    remote = Remote({"HF_TOKEN": HF_SECRET, "DB_PASSWORD": DB_SECRET})
     manager = SecretsManager([remote])
     with serve(fastapi_app(manager, ("HF_TOKEN", "db-password"))) as url:
         assert remote.loads == 1
         calls = manager.stats()["providers"]["remote"]["calls"]
         response = httpx.get(f"{url}/both", timeout=10)
-        assert response.json() == {"hf": len(HF_VALUE), "db": len(DB_VALUE)}
+        assert response.json() == {"hf": len(HF_SECRET), "db": len(DB_SECRET)}
         assert remote.loads == 1
         assert manager.stats()["providers"]["remote"]["calls"] == calls == 1
     assert manager.closed  # built by the factory: the lifespan closed it
@@ -79,14 +79,14 @@ def test_fastapi_startup_fails_naming_every_missing_key(no_installed_manager: No
     """A lifespan with two absent required keys raises MissingSecretError naming both."""
     from fastapi.testclient import TestClient
 
-    remote = Remote({"HF_TOKEN": HF_VALUE})
+    remote = Remote({"HF_TOKEN": HF_SECRET})
     manager = SecretsManager([remote])
     app = fastapi_app(manager, ("HF_TOKEN", "db-password", "api.key"))
     with pytest.raises(MissingSecretError) as caught, TestClient(app):
         pass
     assert caught.value.keys == ["DB_PASSWORD", "API_KEY"]
     assert "secrets DB_PASSWORD, API_KEY are not set (providers asked: remote)" in str(caught.value)
-    assert HF_VALUE not in str(caught.value)
+    assert HF_SECRET not in str(caught.value)
     assert installed_manager() is None  # the failed start was undone
 
 
@@ -101,7 +101,7 @@ def test_uvicorn_refuses_to_start_and_says_which_secret_is_missing(tmp_path: Pat
             from simpletuner_secrets.testing import InMemorySecretProvider
 
             def build():
-                return SecretsManager([InMemorySecretProvider({{"HF_TOKEN": "{HF_VALUE}"}})])
+                return SecretsManager([InMemorySecretProvider({{"HF_TOKEN": "{HF_SECRET}"}})])
 
             app = FastAPI(lifespan=secrets_lifespan(build, required=("HF_TOKEN", "DB_PASSWORD")))
             """
@@ -117,7 +117,7 @@ def test_uvicorn_refuses_to_start_and_says_which_secret_is_missing(tmp_path: Pat
     assert proc.returncode != 0
     assert "MissingSecretError: secret DB_PASSWORD is not set" in proc.stderr
     assert "Application startup failed" in proc.stderr
-    assert HF_VALUE not in proc.stderr + proc.stdout
+    assert HF_SECRET not in proc.stderr + proc.stdout
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -130,19 +130,19 @@ async def test_aiohttp_first_request_after_startup_calls_no_provider(
     no_installed_manager: None,
 ) -> None:
     """setup(required=...) resolves at startup; the first request adds no load."""
-    remote = Remote({"HF_TOKEN": HF_VALUE, "DB_PASSWORD": DB_VALUE})
+    remote = Remote({"HF_TOKEN": HF_SECRET, "DB_PASSWORD": DB_SECRET})
     app = web.Application()
     setup(app, SecretsManager([remote]), required=("hf-token", "DB_PASSWORD"), close=True)
     app.router.add_get("/", hello)
     async with AiohttpClient(TestServer(app, host="127.0.0.1")) as client:
         assert remote.loads == 1
-        assert await (await client.get("/")).json() == {"hf": len(HF_VALUE), "db": len(DB_VALUE)}
+        assert await (await client.get("/")).json() == {"hf": len(HF_SECRET), "db": len(DB_SECRET)}
         assert remote.loads == 1
 
 
 async def test_aiohttp_startup_fails_naming_the_missing_key(no_installed_manager: None) -> None:
     """An absent required key makes the app's startup raise MissingSecretError."""
-    manager = SecretsManager([Remote({"HF_TOKEN": HF_VALUE})])
+    manager = SecretsManager([Remote({"HF_TOKEN": HF_SECRET})])
     app = web.Application()
     setup(app, manager, required=("HF_TOKEN", "db-password"), close=True)
     server = TestServer(app, host="127.0.0.1")
