@@ -535,3 +535,24 @@ async def test_a_lookup_past_freshness_does_not_wait_for_a_slow_refresh_ahead() 
         doc.gate.set()
         await settle(lambda: m.resolver.peek("K") == ROTATED)
         assert doc.loads == 2
+
+
+async def test_an_edit_of_the_secrets_file_is_a_change_seen_by_the_watcher(tmp_path: Any) -> None:
+    """Another process rewrites the secrets file: once its re-check is due, on_change hears."""
+    import json
+
+    from simpletuner_secrets import FileSecretProvider
+
+    clock = FakeClock()
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"DB_PASSWORD": SECRET}))
+    path.chmod(0o600)
+    seen: list[str | None] = []
+    file = FileSecretProvider(path, timer=clock)
+    async with manager(file, clock=clock) as m:
+        m.changes.poll_s = 0.01
+        m.on_change("DB_PASSWORD", lambda _k, v: seen.append(v))
+        await m.changes.check()
+        path.write_text(json.dumps({"DB_PASSWORD": ROTATED}))
+        clock.tick(1.5)  # past the file's one-second re-check
+        await settle(lambda: seen == [ROTATED])
