@@ -105,7 +105,8 @@ class CallProbe(Protocol):
         """A back-end call starts; returns a token handed to `end`."""
 
     def end(self, token: Any, provider: str, outcome: str, seconds: float) -> None:
-        """The call ended: ``outcome`` is ``ok``, ``error`` or ``timeout``."""
+        """The call ended: ``outcome`` is ``ok``, ``error``, ``timeout``, or ``cancelled``
+        (its caller was cancelled: no outcome of the back-end's)."""
 
 
 @runtime_checkable

@@ -282,13 +282,16 @@ class Resolver:
         # --- observation hook (SPEC 10, OpenTelemetry): None unless instrumented.
         probe = self.events.probe
         token = None if probe is None else probe.start(slot.name, None)
-        calls_errors, timeouts = stats.calls + stats.errors, stats.timeouts
+        outcome = "cancelled"  # unless one of the branches below says otherwise
         try:
             async with _timeout(self.provider_timeout) as deadline:
                 result = await fetch()
+            outcome = "ok"
         except TimeoutError as exc:
             stats.errors += 1
+            outcome = "error"
             if _expired(deadline):
+                outcome = "timeout"
                 stats.timeouts += 1
                 failure = ProviderError(
                     f"{slot.name}: no answer within {self.provider_timeout:g} s",
@@ -302,6 +305,7 @@ class Resolver:
                 )
         except ProviderError:
             stats.errors += 1
+            outcome = "error"
             raise
         except asyncio.CancelledError:
             if being_cancelled():
@@ -309,9 +313,11 @@ class Resolver:
             # The provider ended in CancelledError without being cancelled (it awaited a
             # future someone else cancelled): a failure like any other.
             stats.errors += 1
+            outcome = "error"
             failure = ProviderError(f"{slot.name}: failed with CancelledError", provider=slot.name)
         except Exception as exc:
             stats.errors += 1
+            outcome = "error"
             # A custom provider broke its contract; name the failure, not its message
             # (which might quote a value). Raised below, outside this handler, so that the
             # provider's exception is not even its context.
@@ -324,9 +330,6 @@ class Resolver:
             stats.total_latency_s += elapsed
             stats.last_latency_s = elapsed
             if probe is not None:
-                outcome = "ok" if stats.calls + stats.errors == calls_errors + 1 else "error"
-                if stats.timeouts != timeouts:
-                    outcome = "timeout"
                 probe.end(token, slot.name, outcome, elapsed)
         if failure is not None:
             raise failure

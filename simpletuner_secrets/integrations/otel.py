@@ -61,9 +61,11 @@ class _Probe:
         span, attached = token
         context.detach(attached)
         span.set_attribute("outcome", outcome)
-        if outcome != "ok":
+        if outcome in ("error", "timeout"):
             span.set_status(Status(StatusCode.ERROR, outcome))
         span.end()
+        if outcome == "cancelled":
+            return  # the caller went away: not a back-end outcome to count
         self.calls.add(1, {"provider": provider, "outcome": outcome})
         self.duration.record(seconds, {"provider": provider})
 

@@ -151,3 +151,24 @@ def test_the_cached_lookup_path_never_reaches_the_observation_hooks() -> None:
     for code in (Resolver.peek, SecretsManager.get):
         names = {i.argval for i in dis.get_instructions(code) if isinstance(i.argval, str)}
         assert not names & {"events", "probe", "emit", "listeners"}, code
+
+
+async def test_a_cancelled_call_ends_its_span_and_counts_no_outcome(
+    telemetry: tuple[InMemoryMetricReader, InMemorySpanExporter, dict[str, Any]],
+) -> None:
+    """A back-end call cut short by aclose (its load cancelled, the caller gone): its span
+    ends with outcome "cancelled" and no call is counted."""
+    reader, exporter, providers = telemetry
+    remote = Remote({"K": VALUE})
+    remote.hang = True
+    m = SecretsManager([remote])
+    instrument(m, **providers)
+    async with m:
+        lookup = asyncio.ensure_future(m.get("K"))
+        await asyncio.sleep(0.05)
+        lookup.cancel()
+        await asyncio.gather(lookup, return_exceptions=True)
+        assert exporter.get_finished_spans() == ()  # the shared load goes on for others
+    [span] = exporter.get_finished_spans()
+    assert span.attributes["outcome"] == "cancelled"
+    assert "secrets.provider.calls" not in points(reader)
