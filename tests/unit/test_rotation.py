@@ -556,3 +556,21 @@ async def test_an_edit_of_the_secrets_file_is_a_change_seen_by_the_watcher(tmp_p
         path.write_text(json.dumps({"DB_PASSWORD": ROTATED}))
         clock.tick(1.5)  # past the file's one-second re-check
         await settle(lambda: seen == [ROTATED])
+
+
+async def test_on_change_hears_a_rotation_that_the_recovery_after_an_outage_brings() -> None:
+    """The back-end fails, comes back with a rotated value: the recovering refresh tells."""
+    clock = FakeClock()
+    doc = Doc({"K": SECRET})
+    seen: list[str | None] = []
+    async with manager(doc, clock=clock) as m:
+        m.changes.poll_s = 3600  # only the refresh's own hook tells here
+        m.on_change("K", lambda _k, v: seen.append(v))
+        await m.changes.check()
+        doc.fail = True
+        clock.tick(70)
+        assert await m.get("K") == SECRET  # stale
+        doc.fail, doc.data["K"] = False, ROTATED
+        clock.tick(5)  # past the first backoff
+        assert await m.get("K") == ROTATED
+        await settle(lambda: seen == [ROTATED])
