@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._events import SecretsEvent
 from .cache import (
     CachedFunction,
     TTLCache,
@@ -17,7 +18,13 @@ from .cache import (
     invalidate_provider_cache,
     invalidate_user_cache,
 )
-from .errors import ConfigurationError, ProviderError, SecretFileError, SecretsError
+from .errors import (
+    ConfigurationError,
+    MissingSecretError,
+    ProviderError,
+    SecretFileError,
+    SecretsError,
+)
 from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key, validate_key
 from .manager import SecretsManager, get_secrets_manager, set_secrets_manager
 from .providers import DocumentSecretProvider, SecretProvider
@@ -71,11 +78,13 @@ __all__ = [
     "HashiCorpVaultProvider",
     "ManagerCacheStats",
     "ManagerStats",
+    "MissingSecretError",
     "ProviderCallStats",
     "ProviderError",
     "SecretFileError",
     "SecretProvider",
     "SecretsError",
+    "SecretsEvent",
     "SecretsManager",
     "SyncSecretsManager",
     "TTLCache",

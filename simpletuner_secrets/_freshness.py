@@ -74,10 +74,22 @@ class Policy:
         """How long a cache must keep an entry: its longest freshness plus ``max_stale``."""
         return self.ttl * (1.0 + self.jitter) + self.max_stale
 
-    def new_entry(self, value: Any, now: float, rng: RandomSource) -> Entry:
-        """An entry fetched at ``now``, with a jittered lifetime."""
+    def new_entry(
+        self, value: Any, now: float, rng: RandomSource, previous: Entry | None = None
+    ) -> Entry:
+        """An entry fetched at ``now``, with a jittered lifetime.
+
+        When it replaces ``previous`` while that one is still fresh (a refresh ahead of
+        expiry), its lifetime starts where the previous one's ends, by at most the
+        refresh-ahead share of a lifetime: the back-end is asked once per ``ttl`` (jittered),
+        not once per ``refresh_ahead_at x ttl``, and no answer is served past
+        ``(1 + (1 - refresh_ahead_at)) x`` its lifetime.
+        """
         life = self.ttl * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-        return Entry(value, now, now + life, now + life * self.refresh_ahead_at)
+        start = now
+        if previous is not None and previous.fresh_until > now:
+            start += min(previous.fresh_until - now, life * (1.0 - self.refresh_ahead_at))
+        return Entry(value, now, start + life, start + life * self.refresh_ahead_at)
 
     def backoff(self, failures: int, rng: RandomSource) -> float:
         """Seconds to wait before retrying after the ``failures``-th failure in a row."""
@@ -90,7 +102,7 @@ def decide(entry: Entry, now: float, policy: Policy) -> Freshness:
     Rules, in order: past ``fresh_until + max_stale`` it is `RELOAD`; before ``fresh_until``
     it is `FRESH`, or `REFRESH_AHEAD` once ``refresh_at`` has passed (unless a refresh is
     already running or a failed one is backing off); past freshness it is `SERVE_STALE` while
-    a failed refresh backs off, else `REVALIDATE`.
+    a failed refresh backs off or a refresh ahead is still running, else `REVALIDATE`.
     """
     if now >= entry.fresh_until + policy.max_stale:
         return Freshness.RELOAD
@@ -98,6 +110,8 @@ def decide(entry: Entry, now: float, policy: Policy) -> Freshness:
         if now >= entry.refresh_at and not entry.refreshing and now >= entry.retry_at:
             return Freshness.REFRESH_AHEAD
         return Freshness.FRESH
-    if now < entry.retry_at:
+    if now < entry.retry_at or entry.refreshing:
+        # Backing off, or a refresh ahead still running (a slow back-end): waiting for it
+        # would stall the lookup up to provider_timeout; the last good answer serves.
         return Freshness.SERVE_STALE
     return Freshness.REVALIDATE

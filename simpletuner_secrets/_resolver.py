@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _fork
+from ._events import EventHub, EventSource
 from ._flight import being_cancelled, start_task
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
@@ -168,7 +169,15 @@ class Resolver:
         self._entries = self.cache.entries()
         self.closed = False
         self.fast_hits = 0  # answers the fast path gave without touching the cache's counters
+        # Cached answers the slow path gave (fresh), and those it had to fetch first.
+        self.slow_hits = 0
+        self.fetched = 0
         self._background: set[asyncio.Task[Any]] = set()
+        # Events and the call probe (SPEC 10): reached from the slow paths only.
+        self.events = EventHub()
+        for slot in self.slots:
+            if isinstance(slot.provider, EventSource):
+                slot.provider.bind_events(self.events.emitter(slot.name))
         _fork.track(self)
 
     def reset_after_fork(self) -> None:
@@ -250,6 +259,7 @@ class Resolver:
         if not slot.stats.failing:
             slot.stats.failing = True
             logger.warning("provider %s failed and is skipped: %s", slot.name, exc)
+            self.events.emit("provider_failed", slot.name)
 
     async def ask(self, slot: Slot, nkey: str) -> str | None:
         """One provider's answer for ``nkey``, through the cache where it applies."""
@@ -280,12 +290,19 @@ class Resolver:
         wall_start = time.monotonic()
         failure: ProviderError | None = None
         deadline: Any = None
+        # --- observation hook (SPEC 10, OpenTelemetry): None unless instrumented.
+        probe = self.events.probe
+        token = None if probe is None else probe.start(slot.name, None)
+        outcome = "cancelled"  # unless one of the branches below says otherwise
         try:
             async with _timeout(self.provider_timeout) as deadline:
                 result = await fetch()
+            outcome = "ok"
         except TimeoutError as exc:
             stats.errors += 1
+            outcome = "error"
             if _expired(deadline):
+                outcome = "timeout"
                 stats.timeouts += 1
                 waited = time.monotonic() - wall_start
                 failure = ProviderError(
@@ -301,6 +318,7 @@ class Resolver:
                 )
         except ProviderError:
             stats.errors += 1
+            outcome = "error"
             raise
         except asyncio.CancelledError:
             if being_cancelled():
@@ -308,9 +326,11 @@ class Resolver:
             # The provider ended in CancelledError without being cancelled (it awaited a
             # future someone else cancelled): a failure like any other.
             stats.errors += 1
+            outcome = "error"
             failure = ProviderError(f"{slot.name}: failed with CancelledError", provider=slot.name)
         except Exception as exc:
             stats.errors += 1
+            outcome = "error"
             # A custom provider broke its contract; name the failure, not its message
             # (which might quote a value). Raised below, outside this handler, so that the
             # provider's exception is not even its context.
@@ -322,16 +342,28 @@ class Resolver:
             stats.calls += 1
             stats.total_latency_s += elapsed
             stats.last_latency_s = elapsed
+            if probe is not None:
+                probe.end(token, slot.name, outcome, elapsed)
         if failure is not None:
             raise failure
         if stats.failing:
             stats.failing = False
             logger.info("provider %s answers again", slot.name)
+            self.events.emit("provider_recovered", slot.name)
         return result
 
-    async def _fetch_entry(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Entry:
+    async def fetch_entry(
+        self, slot: Slot, fetch: Callable[[], Awaitable[Any]], previous: Entry | None
+    ) -> Entry:
+        """Fetch a new entry; when it replaces ``previous``, say so (`refreshed`) and, when
+        the answer differs, tell the change watcher."""
         value = await self.call(slot, fetch)
-        return self.policy.new_entry(value, self.timer(), self.rng)
+        now = self.timer()
+        if previous is not None:
+            self.events.emit("refreshed", slot.name, None, now - previous.fetched_at)
+            if previous.value != value:
+                self.events.document_changed()
+        return self.policy.new_entry(value, now, self.rng, previous)
 
     async def _cached(
         self, slot: Slot, ckey: tuple[int, str | None], fetch: Callable[[], Awaitable[Any]]
@@ -341,40 +373,51 @@ class Resolver:
         entry = cache.touch(ckey)  # a hit counts; a miss is counted once, by the load
 
         def load() -> Awaitable[Entry]:
-            return self._fetch_entry(slot, fetch)
+            return self.fetch_entry(slot, fetch, entry)
 
         if entry is None:
+            self.fetched += 1
             return (await cache.get_or_set_async(ckey, load)).value
         verdict = decide(entry, self.timer(), self.policy)
         if verdict is Freshness.FRESH:
+            self.slow_hits += 1
             return entry.value
         if verdict is Freshness.REFRESH_AHEAD:
+            self.slow_hits += 1
             entry.refreshing = True
             self.spawn(self._refresh_ahead(slot, ckey, entry, load))
             return entry.value
         if verdict is Freshness.RELOAD:
             # Too old to serve even stale: a new value, or the failure.
+            self.fetched += 1
             return (await cache.refresh_async(ckey, load)).value
         if verdict is Freshness.SERVE_STALE:
             slot.stats.stale_served += 1
+            self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
         try:  # Freshness.REVALIDATE
-            return (await cache.refresh_async(ckey, load)).value
+            fresh = (await cache.refresh_async(ckey, load)).value
+            self.fetched += 1
+            return fresh
         except ProviderError as exc:
             slot.stats.stale_served += 1
             # Every lookup that joined the refresh gets its failure; the first one counts it
             # (and moves retry_at ahead), so one failure backs off once.
             if self.timer() >= entry.retry_at:
-                self._refresh_failed(slot, entry, exc)
+                self.refresh_failed(slot, entry, exc)
+            self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
 
-    def _refresh_failed(self, slot: Slot, entry: Entry, exc: ProviderError) -> None:
+    def refresh_failed(self, slot: Slot, entry: Entry, exc: ProviderError) -> None:
         """Count a failed refresh of ``entry``: back off its retries, warn once per streak."""
         entry.failures += 1
-        slot.stats.failing = True  # so that the first success after the outage is logged
+        age = self.timer() - entry.fetched_at
+        self.events.emit("refresh_failed", slot.name, None, age)
+        if not slot.stats.failing:
+            slot.stats.failing = True  # so that the first success after the outage is logged
+            self.events.emit("provider_failed", slot.name)
         entry.retry_at = self.timer() + self.policy.backoff(entry.failures, self.rng)
         if entry.failures == 1:
-            age = self.timer() - entry.fetched_at
             logger.warning(
                 "provider %s: refresh failed (%s); serving the last good answer, %.0f s old, "
                 "and retrying",
@@ -393,7 +436,7 @@ class Resolver:
         try:
             await self.cache.refresh_async(ckey, load)
         except ProviderError as exc:
-            self._refresh_failed(slot, entry, exc)
+            self.refresh_failed(slot, entry, exc)
         except SecretsError:
             pass  # the manager closed meanwhile: nothing to refresh for
         finally:
@@ -440,6 +483,13 @@ class Resolver:
         return {
             "cache": cache,
             "providers": {s.name: self._provider_stats(s) for s in self.slots},
+            # Answers given from the cache, after a fetch, or stale (each cached answer a
+            # lookup consulted: the fast path counts one per lookup).
+            "lookups": {
+                "hit": self.fast_hits + self.slow_hits,
+                "miss": self.fetched,
+                "stale": sum(s.stats.stale_served for s in self.slots),
+            },
         }
 
     async def aclose(self) -> None:

@@ -144,6 +144,10 @@ class TTLCache(SingleFlight[T]):
         now = self._timer()
         return sum(1 for _, (_, expires) in self._snapshot() if expires > now)
 
+    def keys_snapshot(self) -> list[Hashable]:
+        """Every key held, expired ones not yet purged included (a copy)."""
+        return [key for key, _ in self._snapshot()]
+
     def values_snapshot(self) -> list[T]:
         """Every value held, expired ones not yet purged included (a copy)."""
         return [value for _, (value, _) in self._snapshot()]

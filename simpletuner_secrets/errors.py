@@ -3,7 +3,8 @@
     SecretsError
     ├── ProviderError        a back-end failed (unreachable, denied, malformed, timed out)
     │   └── SecretFileError  a secrets file is malformed, too large or unsafe
-    └── ConfigurationError   settings are missing, partial or contradictory
+    ├── ConfigurationError   settings are missing, partial or contradictory
+    └── MissingSecretError   `require` found no provider with the key
 
 No message built here ever contains a secret value: callers pass names, paths, line numbers
 and causes, never document content.
@@ -13,7 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigurationError", "ProviderError", "SecretFileError", "SecretsError"]
+__all__ = [
+    "ConfigurationError",
+    "MissingSecretError",
+    "ProviderError",
+    "SecretFileError",
+    "SecretsError",
+]
 
 
 class SecretsError(Exception):
@@ -57,3 +64,33 @@ def _rebuild_file_error(message: str, path: Path, line: int | None) -> SecretFil
 
 class ConfigurationError(SecretsError):
     """Settings are missing, partial or contradictory (a Vault URL without a token, say)."""
+
+
+class MissingSecretError(SecretsError):
+    """A required secret is absent: `SecretsManager.require`, or a required key at startup.
+
+    Attributes:
+        key: The (first) key missing, normalized.
+        keys: Every key missing, normalized.
+        providers: The names of the providers asked, highest priority first.
+        failed: The names of those among them that are failing (they might hold it).
+    """
+
+    def __init__(
+        self, key: str, providers: list[str], failed: list[str], others: tuple[str, ...] = ()
+    ) -> None:
+        keys = [key, *others]
+        asked = ", ".join(providers) or "none"
+        if others:
+            text = f"secrets {', '.join(keys)} are not set (providers asked: {asked}"
+        else:
+            text = f"secret {key} is not set (providers asked: {asked}"
+        text += f"; failing: {', '.join(failed)})" if failed else ")"
+        super().__init__(text)
+        self.key = key
+        self.keys = keys
+        self.providers = list(providers)
+        self.failed = list(failed)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, self.providers, self.failed, tuple(self.keys[1:])))

@@ -12,16 +12,18 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
 from ._chain import check_config, default_chain
+from ._events import SecretsEvent
 from ._explain import explain, mask
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import OnError, Resolver
+from ._rotation import ChangeWatcher, Refresher, missing, resolve_many
 from ._settings import ManagerSettings
 from ._writes import FileWrites
 from .errors import SecretsError
@@ -95,6 +97,8 @@ class SecretsManager:
         timer: Monotonic clock for every freshness decision; tests pass a fake one.
         rng: Source of the TTL and backoff jitter (``uniform(a, b)``); tests pass a seeded
             `random.Random`. The default, the `random` module, is reseeded in forked children.
+        min_refresh_interval: Seconds between two fetches of one document by `refresh`.
+        on_event: Called with each `SecretsEvent` (sync, or async and run in a task).
 
     Raises:
         ValueError: An argument out of range (a negative TTL or timeout, a cache size below
@@ -121,6 +125,8 @@ class SecretsManager:
         environ: Mapping[str, str] | None = None,
         timer: Callable[[], float] = time.monotonic,
         rng: RandomSource = random,
+        min_refresh_interval: float = 1.0,
+        on_event: Callable[[SecretsEvent], Any] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         settings = ManagerSettings.resolve(
@@ -151,6 +157,11 @@ class SecretsManager:
             timer=timer,
             rng=rng,
         )
+        # Rotation (SPEC 10): forced refreshes, change subscribers, events; see _rotation.
+        self.refresher = Refresher(self.resolver, min_refresh_interval)
+        self.changes = ChangeWatcher(self.get, self.resolver, self._in_background)
+        if on_event is not None:
+            self.resolver.events.subscribe(on_event)
         # Done when the first aclose() has finished, so that a concurrent one waits for it.
         self._close_done: concurrent.futures.Future[None] | None = None
         self._sync: SyncSecretsManager | None = None
@@ -246,6 +257,56 @@ class SecretsManager:
             return None
         current = get_secrets_manager()
         return None if current is self else current
+
+    # -- rotation (SPEC 10; the logic is in _rotation) -------------------------------
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Look up several keys in one fan-out (each document fetched once).
+
+        Returns:
+            Each key as given -> its value, or None.
+        """
+        given = list(dict.fromkeys(keys))
+        values = await resolve_many(self.get, [normalize_key(k) for k in given])
+        return dict(zip(given, values, strict=True))
+
+    async def require(self, key: str) -> str:
+        """Return the value of ``key``.
+
+        Raises:
+            MissingSecretError: No provider has it (the providers asked, and failing, named).
+        """
+        value = await self.get(key)
+        if value is None:
+            raise missing(self.resolver, normalize_key(key))
+        return value
+
+    async def refresh(self, key: str | None = None) -> None:
+        """Fetch again now the documents that could answer ``key`` (all when None): at most
+        once per ``min_refresh_interval`` each; within it, wait for the last fetch instead.
+
+        Raises:
+            ProviderError: With ``on_provider_error="raise"``, a fetch failed (otherwise the
+                last good answers stay, with a warning).
+        """
+        _require_asyncio()
+        await self.refresher.refresh(None if key is None else normalize_key(key))
+        await self.changes.check()  # the subscribers hear of a change before this returns
+
+    def on_change(self, key: str, callback: Callable[[str, str | None], Any]) -> Callable[[], None]:
+        """Call ``callback(key, value)`` once for each change of ``key``'s resolved value.
+
+        Returns:
+            The function that unsubscribes.
+        """
+        return self.changes.subscribe(normalize_key(key), callback)
+
+    def watch(self, key: str) -> AsyncIterator[str | None]:
+        """``async for value in m.watch(key)``: the current value, then each change."""
+        return self.changes.watch(normalize_key(key))
+
+    def _in_background(self, coro: Any) -> None:
+        self.sync.start_background(coro)
 
     # -- conveniences ------------------------------------------------------------------
 

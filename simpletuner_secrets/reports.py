@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-__all__ = ["CacheStats", "ExplainResult", "ManagerCacheStats", "ManagerStats", "ProviderCallStats"]
+__all__ = [
+    "CacheStats",
+    "ExplainResult",
+    "LookupStats",
+    "ManagerCacheStats",
+    "ManagerStats",
+    "ProviderCallStats",
+]
 
 
 class _ExplainFields(TypedDict):
@@ -109,8 +116,24 @@ class ProviderCallStats(_ProviderCallFields, total=False):
     auth: dict[str, Any]
 
 
+class LookupStats(TypedDict):
+    """How lookups were answered (`SecretsManager.stats`).
+
+    Attributes:
+        hit: Cached answers a lookup consulted (the fast path counts one per lookup).
+        miss: Answers that needed a fetch.
+        stale: Answers served stale because a refresh failed.
+    """
+
+    hit: int
+    miss: int
+    stale: int
+
+
 class ManagerStats(TypedDict):
-    """`SecretsManager.stats`: the cache, and each provider's counters by provider name."""
+    """`SecretsManager.stats`: the cache, each provider's counters by provider name, and how
+    lookups were answered."""
 
     cache: ManagerCacheStats
     providers: dict[str, ProviderCallStats]
+    lookups: LookupStats

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import CancelledError as FuturesCancelled
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _fork
 from ._flight import blocked_loops
@@ -122,6 +122,32 @@ class SyncSecretsManager:
             if successor is None:
                 raise
             return successor.sync.get(key, default)  # reset() retired this manager meanwhile
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Blocking `SecretsManager.get_many`."""
+        given = list(keys)
+        return self._run(lambda: self._manager.get_many(given))
+
+    def require(self, key: str) -> str:
+        """Blocking `SecretsManager.require`."""
+        return self._run(lambda: self._manager.require(key))
+
+    def refresh(self, key: str | None = None) -> None:
+        """Blocking `SecretsManager.refresh`."""
+        self._run(lambda: self._manager.refresh(key))
+
+    def on_change(self, key: str, callback: Callable[[str, str | None], Any]) -> Callable[[], None]:
+        """`SecretsManager.on_change`; the watcher and the callbacks run on this facade's
+        background loop thread."""
+        return self._manager.changes.subscribe(normalize_key(key), callback, here=False)
+
+    def start_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the background loop without waiting for it (internal)."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = LoopThread()
+            runner = self._runner
+        runner.submit(coro)
 
     def get_replicate_token(self) -> str | None:
         """Blocking `SecretsManager.get_replicate_token`."""

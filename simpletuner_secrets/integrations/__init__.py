@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn
 
 from .. import _fork
+from .._rotation import missing
 from ..errors import SecretsError
+from ..keys import normalize_key
 from ..manager import (
     SecretsManager,
     installed_manager,
@@ -96,6 +98,43 @@ async def start_manager(
         return manager, created, previous, False
     install(manager, previous)
     return manager, created, previous, True
+
+
+async def require_all(manager: SecretsManager, keys: Iterable[str]) -> None:
+    """Resolve ``keys`` in one `SecretsManager.get_many` (warming the cache for the first
+    requests) and fail naming every absent one.
+
+    Raises:
+        MissingSecretError: Some are absent (all of them named).
+    """
+    values = await manager.get_many(normalize_key(k) for k in keys)
+    absent = [k for k, v in values.items() if v is None]
+    values.clear()  # the values found: not for the frame locals of the error's traceback
+    if absent:
+        raise missing(manager.resolver, *absent)
+
+
+async def start_with_required(
+    manager: SecretsManager | None,
+    factory: ManagerFactory | None,
+    required: Iterable[str],
+    close: bool | None,
+) -> tuple[SecretsManager, bool, SecretsManager | None, bool]:
+    """`start_manager`, then resolve the ``required`` keys (the cache warmed for the first
+    requests); when one is absent or fails, undo the start (closing the manager as shutdown
+    would: ``close``, or None for "when created here") and raise.
+
+    Raises:
+        MissingSecretError: Required keys are absent (all named).
+        ProviderError: With ``on_provider_error="raise"``, a provider failed.
+    """
+    chosen, created, previous, installed = await start_manager(manager, factory)
+    try:
+        await require_all(chosen, required)
+    except BaseException:
+        await stop_manager(chosen, previous, installed, created if close is None else close)
+        raise
+    return chosen, created, previous, installed
 
 
 async def stop_manager(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Literal, overload
 
 from . import (
     missing_extra,
     raise_unchained,
-    start_manager,
+    start_with_required,
     stop_manager,
     unavailable_report,
 )
@@ -39,7 +39,11 @@ SECRETS_MANAGER_KEY: web.AppKey[SecretsManager] = web.AppKey(
 
 
 def setup(
-    app: web.Application, manager: SecretsManager | None = None, *, close: bool | None = None
+    app: web.Application,
+    manager: SecretsManager | None = None,
+    *,
+    close: bool | None = None,
+    required: Iterable[str] = (),
 ) -> None:
     """Give ``app`` a secrets manager for its lifetime, through a cleanup context.
 
@@ -52,10 +56,16 @@ def setup(
         manager: The manager to use. None: the installed process-wide manager when there is
             an open one (a test's, say), else a new `SecretsManager()` created at startup.
         close: Close the manager at cleanup. None: only when it was created here.
+        required: Keys resolved at startup in one `SecretsManager.get_many` fan-out; when
+            one is absent, startup fails with `MissingSecretError` naming every absent key.
+            Their documents are then cached, so the first requests call no provider.
     """
+    required = tuple(required)
 
     async def secrets_context(app: web.Application) -> AsyncIterator[None]:
-        chosen, created, previous, installed = await start_manager(manager, None)
+        chosen, created, previous, installed = await start_with_required(
+            manager, None, required, close
+        )
         app[SECRETS_MANAGER_KEY] = chosen
         try:
             yield

@@ -7,7 +7,7 @@ value); `secrets_lifespan` creates the manager at startup and closes it at shutd
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, overload
 
@@ -15,7 +15,7 @@ from . import (
     ManagerFactory,
     missing_extra,
     raise_unchained,
-    start_manager,
+    start_with_required,
     stop_manager,
     unavailable_report,
 )
@@ -136,6 +136,7 @@ def secrets_lifespan(
     *,
     lifespan: _StatelessLifespan | None = ...,
     close: bool | None = ...,
+    required: Iterable[str] = ...,
 ) -> _StatelessLifespan: ...
 
 
@@ -145,6 +146,7 @@ def secrets_lifespan(
     *,
     lifespan: _StatefulLifespan,
     close: bool | None = ...,
+    required: Iterable[str] = ...,
 ) -> _StatefulLifespan: ...
 
 
@@ -153,6 +155,7 @@ def secrets_lifespan(
     *,
     lifespan: Callable[[Any], AbstractAsyncContextManager[Any]] | None = None,
     close: bool | None = None,
+    required: Iterable[str] = (),
 ) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
     """Build a lifespan that sets up the app's manager: ``FastAPI(lifespan=secrets_lifespan())``.
 
@@ -168,14 +171,23 @@ def secrets_lifespan(
         lifespan: Your own lifespan, run inside this one (secrets are ready when it starts
             and still open while it stops); the state it yields is passed on.
         close: Close the manager at shutdown. None: only when this lifespan created it.
+        required: Keys resolved at startup in one `SecretsManager.get_many` fan-out; when
+            one is absent, startup fails with `MissingSecretError` naming every absent key.
+            Their documents are then cached, so the first requests call no provider.
 
     Returns:
         A lifespan callable taking the app.
+
+    Raises:
+        MissingSecretError: At startup, a required key is absent.
     """
+    required = tuple(required)
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[Any]:
-        manager, created, previous, installed = await start_manager(None, manager_factory)
+        manager, created, previous, installed = await start_with_required(
+            None, manager_factory, required, close
+        )
         had_state = hasattr(app.state, STATE_ATTRIBUTE)
         old_state = getattr(app.state, STATE_ATTRIBUTE, None)
         setattr(app.state, STATE_ATTRIBUTE, manager)
