@@ -423,7 +423,9 @@ class Resolver:
         cache["max_stale"] = self.policy.max_stale
         return {
             "cache": cache,
-            "providers": {s.name: s.stats.snapshot() for s in self.slots},
+            "providers": {
+                s.name: {**s.stats.snapshot(), **s.provider.counters()} for s in self.slots
+            },
         }
 
     async def cancel_background(self) -> None:

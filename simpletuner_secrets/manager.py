@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
-from ._chain import check_config, default_chain
+from ._chain import check_config, check_names, default_chain
 from ._flight import running_loop
 from ._freshness import Policy, RandomSource
 from ._resolver import Mode, OnError, Resolver
@@ -101,7 +101,8 @@ class SecretsManager:
             `random.Random`. The default, the `random` module, is reseeded in forked children.
 
     Raises:
-        ValueError: A negative TTL or timeout, or an unknown ``on_provider_error``.
+        ValueError: A negative TTL or timeout, an unknown ``on_provider_error``, or two
+            providers of the chain sharing a name.
         ConfigurationError: A ``config`` key no provider reads (the nearest valid one named).
     """
 
@@ -146,6 +147,7 @@ class SecretsManager:
             chain, self.left_out = default_chain(self.config, environ)
         else:
             chain = list(providers)
+        check_names(chain)
         self.resolver = Resolver(
             chain,
             Policy(ttl=self.cache_ttl, max_stale=self.max_stale),

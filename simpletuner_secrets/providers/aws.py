@@ -1,4 +1,4 @@
-"""AWSSecretsManagerProvider: one JSON secret in AWS Secrets Manager, read with aioboto3.
+"""AWSSecretsManagerProvider: JSON secrets in AWS Secrets Manager, read with aioboto3.
 
 The SDK is imported, and its service model loaded, in a worker thread; one client per event
 loop is kept open for the provider's lifetime and closed with the loop or by `aclose`.
@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, ProviderError
 from ._common import WarnOnce, mask_url, setting
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
-__all__ = ["AWSSecretsManagerProvider"]
+__all__ = ["AWSSecretsManagerProvider", "split_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class _LoopClient:
 
 
 class AWSSecretsManagerProvider(DocumentSecretProvider):
-    """One secret in AWS Secrets Manager holding a JSON object of key/value pairs.
+    """Secrets in AWS Secrets Manager, each holding a JSON object of key/value pairs.
 
     Settings come from the arguments, else from ``config`` (``aws_secret_name``,
     ``aws_region``, ``aws_endpoint_url``), else from the environment
@@ -122,6 +122,12 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     resolves it as usual (its own environment variables, then the profile in
     ``~/.aws/config``), and a client that still has none fails with `ProviderError` naming
     ``NoRegionError``. Credentials come from the standard AWS chain and are never handled here.
+
+    Several secrets: ``secret_name="app/shared,app/api"`` (any setting level) reads each as
+    its own document, all fetched concurrently with one ``GetSecretValue`` each per refresh;
+    on a key both hold, the earlier secret wins. A missing one is an empty document; any
+    other failure fails the load (`ProviderError` naming that secret), so that a lookup never
+    answers from a lower secret while a higher one that might hold the key is unknown.
 
     The secret is read with ``GetSecretValue`` (``SecretString``, or ``SecretBinary`` as UTF-8)
     and must hold one JSON object. A missing secret (or version stage) is an empty document,
@@ -135,7 +141,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     when its loop is shut down by ``asyncio.run`` (or any runner that cancels leftover tasks).
 
     Args:
-        secret_name: Name or ARN of the secret.
+        secret_name: Name or ARN of the secret, or several, comma-separated.
         region_name: AWS region.
         endpoint_url: Endpoint override (a local emulator, a VPC endpoint).
         version_stage: The staging label read (``AWSCURRENT``, ``AWSPREVIOUS``, or your own).
@@ -144,13 +150,16 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             reads ``os.environ`` for credentials and its own settings.
         client_config: A ``botocore.config.Config`` merged over the provider's defaults
             (connect timeout 5 s, read timeout 10 s); use it for retries, proxies, timeouts.
+        name: This provider's name in the chain (default ``aws``).
 
     Raises:
         ImportError: aioboto3 is not installed (the message names the ``[aws]`` extra).
         ValueError: ``version_stage`` is empty.
 
     Attributes:
+        secret_names: The secrets read, highest priority first.
         clients_opened: How many clients were opened, over all loops (diagnostics).
+        requests: How many ``GetSecretValue`` requests were sent (also in `counters`).
     """
 
     name = "aws"
@@ -166,17 +175,19 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
         client_config: Any = None,
+        name: str | None = None,
     ) -> None:
         if not _sdk_importable():
             raise _missing_sdk()
         if not version_stage or not version_stage.strip():
             raise ValueError("version_stage must be a non-empty staging label")
-        super().__init__()
+        super().__init__(name=name)
         cfg: Mapping[str, Any] = config if config is not None else {}
         env: Mapping[str, str] = environ if environ is not None else os.environ
         self.secret_name = setting(
             secret_name, cfg, "aws_secret_name", env, "SIMPLETUNER_AWS_SECRET_NAME"
         )
+        self.secret_names = split_names(self.secret_name)
         self.region_name = setting(
             region_name, cfg, "aws_region", env, "AWS_DEFAULT_REGION", "AWS_REGION"
         )
@@ -184,6 +195,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self.version_stage = version_stage
         self.client_config = client_config
         self.clients_opened = 0
+        self.requests = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         _fork.track(self)
@@ -233,13 +245,17 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             An empty list when the provider can run; else the missing settings (only the
             secret name is required: the region may come from botocore's own configuration).
         """
-        if self.secret_name:
+        if self.secret_names:
             return []
         return ["secret name (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)"]
 
     def is_available(self) -> bool:
         """Return whether aioboto3 is importable and a secret name is set."""
-        return _sdk_importable() and bool(self.secret_name)
+        return _sdk_importable() and bool(self.secret_names)
+
+    def counters(self) -> Mapping[str, int]:
+        """``requests``: ``GetSecretValue`` calls sent; ``documents``: secrets read per load."""
+        return {"requests": self.requests, "documents": len(self.secret_names)}
 
     @property
     def open_clients(self) -> int:
@@ -251,31 +267,46 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     # -- reads -------------------------------------------------------------------------
 
     async def load_document(self) -> Mapping[str, str]:
-        """Read the secret with one ``GetSecretValue`` call and parse it.
+        """Read every secret, concurrently, one ``GetSecretValue`` call each, and merge them.
 
         Returns:
-            The normalized document; empty when the secret or version stage does not exist.
+            The normalized document (earlier secrets win on a shared key); a secret or
+            version stage that does not exist adds nothing.
 
         Raises:
-            ProviderError: No secret name, the client cannot be created, the call failed
-                (unreachable, denied, throttled after botocore's retries), or the secret is
-                not a UTF-8 JSON object.
+            ProviderError: No secret name, the client cannot be created, a call failed
+                (unreachable, denied, throttled after botocore's retries), or a secret is
+                not a UTF-8 JSON object. The first failing secret, in priority order, is named.
         """
-        name = self.secret_name
-        if not name:
+        names = self.secret_names
+        if not names:
             raise ProviderError(
                 "aws: no secret name set (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)",
                 provider=self.name,
             )
         client = await self._client()
-        try:
-            response = await client.get_secret_value(SecretId=name, VersionStage=self.version_stage)
-        except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
-                self._report_missing(name)
-                return {}
-            raise self._call_error(name, exc) from _safe_cause(exc)
-        self._missing.clear(name)
+        if len(names) == 1:
+            return await self._load_one(client, names[0])
+        results: list[Any] = await asyncio.gather(
+            *(self._load_one(client, name) for name in names), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            # No document of the other secrets stays in this frame (error trackers record the
+            # locals of every frame on a traceback).
+            results.clear()
+            raise failure
+        merged: dict[str, str] = {}
+        for document in reversed(results):
+            merged.update(document)
+        results.clear()
+        return merged
+
+    async def _load_one(self, client: Any, name: str) -> dict[str, str]:
+        """One secret's document: one ``GetSecretValue`` at `version_stage`."""
+        response = await self._get_secret_value(client, name, self.version_stage)
+        if response is None:
+            return {}
         document, problem = self._parse(name, response)
         # Raised from this frame, the response (the whole secret) dropped first: error
         # trackers and `capture_locals` tracebacks record every local of every frame.
@@ -283,6 +314,43 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         if problem is not None:
             raise ProviderError(problem, provider=self.name)
         return document
+
+    async def read_secret_text(self, secret_id: str, stage: str = "AWSCURRENT") -> str | None:
+        """The whole text of one secret at ``stage``, JSON or not, on this provider's client.
+
+        For references (``aws://<secret-id>?stage=...``): one ``GetSecretValue``, counted in
+        `requests` like every other.
+
+        Returns:
+            ``SecretString`` (or ``SecretBinary`` as UTF-8); None when the secret or the stage
+            does not exist.
+
+        Raises:
+            ProviderError: The call failed, or the secret holds no UTF-8 text.
+        """
+        client = await self._client()
+        response = await self._get_secret_value(client, secret_id, stage)
+        if response is None:
+            return None
+        text, problem = _secret_text(f"secret {secret_id!r} (stage {stage})", response)
+        del response
+        if problem is not None:
+            raise ProviderError(problem, provider=self.name)
+        return text
+
+    async def _get_secret_value(self, client: Any, name: str, stage: str) -> Any:
+        """The ``GetSecretValue`` response, or None when the secret or stage is missing."""
+        with self._lock:
+            self.requests += 1
+        try:
+            response = await client.get_secret_value(SecretId=name, VersionStage=stage)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                self._report_missing(name)
+                return None
+            raise self._call_error(name, exc) from _safe_cause(exc)
+        self._missing.clear(name)
+        return response
 
     def _report_missing(self, name: str) -> None:
         if self._missing.first(name):
@@ -311,19 +379,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         """The response's document, or what is wrong with it: never raises, so that no frame
         holding the secret's text is on an error's traceback (the caller raises)."""
         source = f"secret {name!r} (stage {self.version_stage})"
-        text = response.get("SecretString")
+        text, problem = _secret_text(source, response)
         if text is None:
-            binary = response.get("SecretBinary")
-            if binary is None:
-                return {}, f"aws: {source} has neither SecretString nor SecretBinary"
-            try:
-                text = bytes(binary).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # The decode error holds the whole secret (its `object`): only its offset is kept.
-                return (
-                    {},
-                    f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {exc.start})",
-                )
+            return {}, problem
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -522,6 +580,35 @@ def _release_clients(entries: list[_LoopClient]) -> None:
                 logger.debug("aws: closing a closed loop's client failed: %s", type(exc).__name__)
         if task is not None:
             task.get_coro().close()  # ends the keeper: its `async with` exits, nothing left
+
+
+def split_names(setting_text: str | None) -> tuple[str, ...]:
+    """The secret names of a comma-separated setting, in order, blanks and repeats dropped."""
+    names: list[str] = []
+    for part in (setting_text or "").split(","):
+        name = part.strip()
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _secret_text(source: str, response: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The secret's text (``SecretString``, or ``SecretBinary`` as UTF-8), or what is wrong
+    with it; never raises (see `AWSSecretsManagerProvider._parse`)."""
+    text = response.get("SecretString")
+    if text is not None:
+        return str(text), None
+    binary = response.get("SecretBinary")
+    if binary is None:
+        return None, f"aws: {source} has neither SecretString nor SecretBinary"
+    try:
+        return bytes(binary).decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        # The decode error holds the whole secret (its `object`): only its offset is kept.
+        return (
+            None,
+            f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {exc.start})",
+        )
 
 
 def _closed_while_opening() -> ProviderError:
