@@ -19,9 +19,11 @@ from botocore.config import Config
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
 from tests.clock import FakeClock
-from tests.heartbeat import HANG_GUARD_S
 from tests.integration.aws_cli import AwsCli
 from tests.servers.moto import MotoServer
+
+#: A wide wall-clock guard against a hang only (the machine is shared and busy).
+HANG_GUARD = 60.0
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +123,7 @@ async def test_the_documents_are_fetched_concurrently(
     m = SecretsManager([provider(cli.server, names)], provider_timeout=60)
     managers.append(m)
     try:
-        assert await asyncio.wait_for(m.get("K2"), HANG_GUARD_S) == "2"
+        assert await asyncio.wait_for(m.get("K2"), HANG_GUARD) == "2"
     except TimeoutError:
         pytest.fail(f"at most {most} of 3 GetSecretValue requests were in flight at once")
     assert most == 3
