@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AWSSecretsManagerProvider": ".providers.aws",
     "HashiCorpVaultProvider": ".providers.vault",
+    "SecretsDirectoryProvider": ".providers.directory",
 }
 
 
@@ -53,6 +54,7 @@ __all__ = [
     "ProviderError",
     "SecretFileError",
     "SecretProvider",
+    "SecretsDirectoryProvider",
     "SecretsError",
     "SecretsManager",
     "SyncSecretsManager",
