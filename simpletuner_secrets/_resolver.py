@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _fork
 from ._flight import being_cancelled
@@ -20,6 +20,13 @@ from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
 from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
+
+if TYPE_CHECKING:
+    from ._references import References
+
+#: What a reference value starts with (`_references.SCHEMES`, repeated here so that the
+#: resolver does not import the references module unless references are enabled).
+_SCHEMES = ("vault://", "aws://", "file://")
 
 __all__ = ["Mode", "OnError", "ProviderStats", "Resolver", "Slot"]
 
@@ -132,6 +139,7 @@ class Resolver:
         provider_timeout: Seconds any provider call may take.
         timer: Monotonic clock.
         rng: Source of jitter.
+        references: Resolves reference values (``vault://``...); None leaves them as they are.
     """
 
     def __init__(
@@ -144,8 +152,10 @@ class Resolver:
         provider_timeout: float,
         timer: Callable[[], float],
         rng: RandomSource,
+        references: References | None = None,
     ) -> None:
         self.slots = [Slot(p, Mode.of(p)) for p in providers]
+        self.references = references
         self.policy = policy
         self.on_provider_error: OnError = on_provider_error
         self.provider_timeout = provider_timeout
@@ -197,6 +207,10 @@ class Resolver:
             if value is NOT_CACHED:
                 return NOT_CACHED
             if value:
+                if self.references is not None and value.startswith(_SCHEMES):
+                    value = self.references.peek(self, value)
+                    if value is NOT_CACHED:
+                        return NOT_CACHED
                 self.fast_hits += 1
                 return value
         self.fast_hits += 1
@@ -218,6 +232,12 @@ class Resolver:
                     self._provider_failed(slot, exc)
                     continue
                 if value:
+                    if self.references is not None and value.startswith(_SCHEMES):
+                        try:
+                            value = await self.references.resolve(self, value)
+                        except ProviderError as exc:
+                            self._provider_failed(slot, exc)
+                            continue
                     return value
             return None
         finally:
@@ -393,6 +413,28 @@ class Resolver:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    # -- references -------------------------------------------------------------------
+
+    def reference_slot(self, target: SecretProvider) -> Slot:
+        """A slot outside the chain for a document that references read."""
+        return Slot(target, Mode.DOCUMENT)
+
+    async def cached_document(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """``slot``'s document through the cache: coalesced, refreshed ahead, stale-if-error."""
+        return await self._cached(slot, slot.cache_key(""), fetch)
+
+    def peek_document(self, slot: Slot) -> Any:
+        """``slot``'s cached document while it needs no refresh, else `NOT_CACHED`. No I/O."""
+        got = self._entries.get(slot.cache_key(""))
+        if got is None or self.timer() >= got[0].refresh_at:
+            return NOT_CACHED
+        return got[0].value
+
+    async def close_references(self) -> None:
+        """Close the providers built for references."""
+        if self.references is not None:
+            await self.references.aclose()
+
     # -- housekeeping -----------------------------------------------------------------
 
     def cached_entry(self, slot: Slot, nkey: str) -> Entry | None:
@@ -421,12 +463,15 @@ class Resolver:
         # The settings the user gave, not the cache's internal lifetime (freshness + stale).
         cache["default_ttl"] = self.policy.ttl
         cache["max_stale"] = self.policy.max_stale
-        return {
+        answer: dict[str, Any] = {
             "cache": cache,
             "providers": {
                 s.name: {**s.stats.snapshot(), **s.provider.counters()} for s in self.slots
             },
         }
+        if self.references is not None:
+            answer["references"] = self.references.stats()
+        return answer
 
     async def cancel_background(self) -> None:
         """Cancel background refreshes and loads in flight, so that no provider is called

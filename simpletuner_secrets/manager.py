@@ -27,6 +27,7 @@ from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize
 from .providers.base import NOT_CACHED, LeftOut, SecretProvider
 
 if TYPE_CHECKING:
+    from ._references import References
     from .providers.file import FileSecretProvider
     from .sync import SyncSecretsManager
 
@@ -99,6 +100,10 @@ class SecretsManager:
         timer: Monotonic clock for every freshness decision; tests pass a fake one.
         rng: Source of the TTL and backoff jitter (``uniform(a, b)``); tests pass a seeded
             `random.Random`. The default, the `random` module, is reseeded in forked children.
+        resolve_references: Replace a value that is a reference (``vault://mount/path#KEY``,
+            ``aws://secret-id?stage=S#KEY``, ``aws://secret-id``, ``file:///path``) by what
+            it names, read with this manager's ``config`` and environment settings and cached
+            like any document. None: on when ``SIMPLETUNER_RESOLVE_REFERENCES`` is ``1``.
 
     Raises:
         ValueError: A negative TTL or timeout, an unknown ``on_provider_error``, or two
@@ -123,6 +128,7 @@ class SecretsManager:
         environ: Mapping[str, str] | None = None,
         timer: Callable[[], float] = time.monotonic,
         rng: RandomSource = random,
+        resolve_references: bool | None = None,
     ) -> None:
         if on_provider_error not in ("skip", "raise"):
             raise ValueError(
@@ -142,8 +148,8 @@ class SecretsManager:
         self.provider_timeout = float(provider_timeout)
         self.max_stale = float(max_stale)
         self.left_out: list[LeftOut] = []
+        environ = os.environ if environ is None else environ
         if providers is None:
-            environ = os.environ if environ is None else environ
             chain, self.left_out = default_chain(self.config, environ)
         else:
             chain = list(providers)
@@ -156,6 +162,7 @@ class SecretsManager:
             provider_timeout=self.provider_timeout,
             timer=timer,
             rng=rng,
+            references=_references_for(resolve_references, chain, self.config, environ),
         )
         self._timer = timer
         # Done when the first aclose() has finished, so that a concurrent one waits for it.
@@ -457,6 +464,7 @@ class SecretsManager:
                     logger.warning(
                         "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
                     )
+            await self.resolver.close_references()
             if self._writer is not None and all(p is not self._writer for p in self.providers):
                 await self._writer.aclose()
         finally:
@@ -496,6 +504,22 @@ class SecretsManager:
             old._retired = True
             if old._sync is not None:
                 old._sync.close()
+
+
+def _references_for(
+    argument: bool | None,
+    chain: Sequence[SecretProvider],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> References | None:
+    """The reference resolver when references are on (its module loaded only then)."""
+    if argument is False or (
+        argument is None and not environ.get("SIMPLETUNER_RESOLVE_REFERENCES")
+    ):
+        return None
+    from ._references import References, references_enabled
+
+    return References(chain, config, environ) if references_enabled(argument, environ) else None
 
 
 _instance: SecretsManager | None = None
