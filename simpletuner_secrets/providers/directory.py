@@ -226,16 +226,18 @@ class SecretsDirectoryProvider(DocumentSecretProvider):
             raise self._error(f"secrets directory {root} is not a directory")
         if self.strict_permissions:
             self._check_directory(root, root_status)
-        try:
-            version: str | None = os.readlink(root / DATA_LINK)
-        except OSError:
-            version = None  # no ..data symlink: a plain directory (Docker)
+        version = _current_version(root)
         with self._state_lock:
             if version is not None and version == self._version and self._document is not None:
                 self._fresh_until = self._timer() + RECHECK_S
                 return self._document
         source = root if version is None else root / version
         document, problem = self._read_all(source, swappable=version is not None)
+        if version is not None and _current_version(root) != version:
+            # Swapped during the read: the old version may have been half removed (the
+            # kubelet deletes it after the swap), so this read is not one whole version.
+            # Still current after the read, it was current all along (a swap is one-way).
+            raise _Swapped()
         if problem:
             raise self._error(problem)
         assert document is not None
@@ -329,6 +331,14 @@ class SecretsDirectoryProvider(DocumentSecretProvider):
                 f"secrets directory {root} " + " and ".join(problems) + "; refused "
                 "(strict_permissions)"
             )
+
+
+def _current_version(root: Path) -> str | None:
+    """The target of ``..data``: the kubelet's current version; None in a plain directory."""
+    try:
+        return os.readlink(root / DATA_LINK)
+    except OSError:
+        return None  # no ..data symlink: a plain directory (Docker)
 
 
 def _reason(exc: OSError) -> str:

@@ -36,8 +36,9 @@ class KubeletVolume:
             except FileExistsError:
                 continue
 
-    def write(self, payload: Mapping[str, str]) -> None:
-        """Publish ``payload`` (file name -> content) as the volume's new version."""
+    def write(self, payload: Mapping[str, str], *, remove_old: bool = True) -> None:
+        """Publish ``payload`` (file name -> content) as the volume's new version
+        (``remove_old=False`` stops before the old version is removed)."""
         old = os.readlink(self.root / DATA) if os.path.islink(self.root / DATA) else None
         new = self._timestamped()
         for name, content in payload.items():
@@ -56,6 +57,10 @@ class KubeletVolume:
         for entry in os.listdir(self.root):
             if not entry.startswith(".") and entry not in payload:
                 os.unlink(self.root / entry)
-        if old is not None:
+        if old is not None and remove_old:
             shutil.rmtree(self.root / old)
         self.swaps += 1
+
+    def current(self) -> Path:
+        """The version directory ``..data`` points at."""
+        return self.root / os.readlink(self.root / DATA)

@@ -112,7 +112,8 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
     keys read in one re-check window always come from one version."""
     clock = FakeClock()
     volume = KubeletVolume(tmp_path / "vol")
-    volume.write({"a": "0", "b": "0", "c": "0"})
+    keys = [f"key{i:02d}" for i in range(30)]  # a longer read and removal: more overlap
+    volume.write(dict.fromkeys(keys, "0"))
     provider = SecretsDirectoryProvider(volume.root, timer=clock)
     m = SecretsManager([provider], timer=clock)
     stop = threading.Event()
@@ -121,26 +122,52 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
         version = 0
         while not stop.is_set():
             version += 1
-            volume.write({"a": str(version), "b": str(version), "c": str(version)})
+            volume.write(dict.fromkeys(keys, str(version)))
 
     thread = threading.Thread(target=swapper, daemon=True)
     thread.start()
     seen: set[str] = set()
     try:
         async with asyncio.timeout(HANG_GUARD):
-            for _ in range(400):
+            while len(seen) < 10 or volume.swaps < 30:
                 clock.tick(1.0)  # every iteration re-checks the volume
-                values = [await m.get("A"), await m.get("B"), await m.get("C")]
+                values = [await m.get(k) for k in keys]
                 assert None not in values, values
                 assert len(set(values)) == 1, values
                 seen.add(values[0] or "")
-                if len(seen) >= 20 and volume.swaps >= 50:
-                    break
+                await asyncio.sleep(0.001)  # let the swapper thread have the GIL too
     finally:
         stop.set()
         thread.join(HANG_GUARD)
         await m.aclose()
-    assert len(seen) >= 20, f"only {len(seen)} versions seen over {volume.swaps} swaps"
+    assert len(seen) >= 10, f"only {len(seen)} versions seen over {volume.swaps} swaps"
+
+
+async def test_a_version_removed_while_it_is_listed_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet's race, made exact: the swap lands and the old version's files are
+    removed just as the provider lists them. The read notices that ..data moved and reads the
+    new version instead of answering from an emptied directory."""
+    volume = KubeletVolume(tmp_path / "vol")
+    volume.write({"token": "old"})
+    old = volume.current()
+    original = os.scandir
+    raced = False
+
+    def racing_scandir(path: os.PathLike[str] | str) -> object:
+        nonlocal raced
+        if Path(path) == old and not raced:
+            raced = True
+            volume.write({"token": "new"}, remove_old=False)  # ..data now names the new one
+            for leftover in old.iterdir():  # the kubelet removing the old version
+                leftover.unlink()
+        return original(path)
+
+    monkeypatch.setattr(directory.os, "scandir", racing_scandir)
+    provider = SecretsDirectoryProvider(volume.root)
+    assert await provider.get("TOKEN") == "new"
+    assert raced
 
 
 async def test_permission_warnings_and_strict_refusal(
