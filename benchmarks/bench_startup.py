@@ -68,8 +68,9 @@ assert (aws, vault) == ({aws_value!r}, {vault_value!r}), (aws, vault)
 """
 
 
-def run_once(code: str, env: dict[str, str], cwd: str) -> tuple[float, float]:
-    """Run ``python -c code`` in a fresh interpreter: (wall seconds, peak RSS in MiB)."""
+def run_once(code: str, env: dict[str, str], cwd: str) -> tuple[float, float, float]:
+    """Run ``python -c code`` in a fresh interpreter: (wall seconds, peak RSS in MiB, CPU
+    seconds: user + system, less sensitive than wall time to a busy machine)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -86,7 +87,7 @@ def run_once(code: str, env: dict[str, str], cwd: str) -> tuple[float, float]:
     )
     if proc.returncode != 0:
         raise SystemExit(f"a start-up script failed ({proc.returncode}):\n{out.decode()}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB
 
 
 def main() -> int:
@@ -133,17 +134,20 @@ def main() -> int:
             run_once(code, env, tmp)
         walls = Results(unit="ms", samples={name: [] for name in scripts})
         memory = Results(unit="MiB", samples={name: [] for name in scripts})
+        cpu = Results(unit="ms", samples={name: [] for name in scripts})
         for r in range(rounds):
             for name in rotated(list(scripts), r):
-                wall, rss = run_once(scripts[name], env, tmp)
+                wall, rss, used = run_once(scripts[name], env, tmp)
+                cpu.add(name, used * 1000)
                 walls.add(name, wall * 1000)
                 memory.add(name, rss)
     title = "Fresh process: one AWS key and one Vault key"
     RECORDED[title] = {name: walls.median(name) for name in scripts}
     RECORDED["Peak memory (max RSS)"] = {name: memory.median(name) for name in scripts}
+    RECORDED["CPU time (user + system)"] = {name: cpu.median(name) for name in scripts}
     print(f"\n### {title}\n")
-    print("| contender | median wall ms | IQR ms | median peak RSS MiB |")
-    print("|---|---|---|---|")
+    print("| contender | median wall ms | IQR ms | median CPU ms | median peak RSS MiB |")
+    print("|---|---|---|---|---|")
     for name in scripts:
         values = sorted(walls.samples[name])
         q1, q3 = (
@@ -152,7 +156,8 @@ def main() -> int:
             else (values[0], values[0])
         )
         print(
-            f"| {name} | {walls.median(name):,.0f} | {q1:,.0f}-{q3:,.0f} | {memory.median(name):,.1f} |"
+            f"| {name} | {walls.median(name):,.0f} | {q1:,.0f}-{q3:,.0f} "
+            f"| {cpu.median(name):,.0f} | {memory.median(name):,.1f} |"
         )
     targets = [
         (
@@ -160,6 +165,8 @@ def main() -> int:
             walls.ratios("sync facade", "boto3 + hvac script"),
         )
     ]
+    ratio = statistics.median(cpu.ratios("sync facade", "boto3 + hvac script"))
+    print(f"\nCPU time, sync facade / plain script (median of rounds, not judged): {ratio:.2f}x")
     return finish("bench_startup", args, targets)
 
 

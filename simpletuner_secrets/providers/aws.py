@@ -448,8 +448,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             try:
                 session, client_config = await anyio.to_thread.run_sync(self._open_session)
-                context = session.client(
-                    SERVICE, endpoint_url=self.endpoint_url, config=client_config
+                context = session.create_client(
+                    SERVICE,
+                    region_name=self.region_name,
+                    endpoint_url=self.endpoint_url,
+                    config=client_config,
                 )
             except Exception as exc:
                 raise self._client_error(exc) from _safe_cause(exc)
@@ -494,9 +497,14 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         )
 
     def _open_session(self) -> tuple[Any, Any]:
-        """Import the SDK and load the service model: blocking work, run in a worker thread."""
+        """Import the SDK and load the service model: blocking work, run in a worker thread.
+
+        The client is created from aiobotocore's session, which aioboto3 wraps: aioboto3's
+        own layer (and boto3's, which it imports: resources, collections) serves nothing a
+        Secrets Manager client uses, and costs tens of milliseconds of a process's start-up
+        (``benchmarks/bench_startup.py``). aioboto3 stays the ``[aws]`` extra's dependency.
+        """
         try:
-            import aioboto3
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
         except ImportError as exc:
@@ -506,7 +514,6 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         # parsed service model is loop-free data: shared by every session of the process, so a
         # process running `asyncio.run` per task parses it once, not per run.
         core.register_component("data_loader", _warm_loader(core))
-        session = aioboto3.Session(botocore_session=core, region_name=self.region_name)
         client_config = AioConfig(
             connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
             read_timeout=DEFAULT_READ_TIMEOUT_S,
@@ -514,7 +521,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         )
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
-        return session, client_config
+        return core, client_config
 
     # -- closing -----------------------------------------------------------------------
 
