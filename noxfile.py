@@ -60,6 +60,7 @@ def bench(session: nox.Session) -> None:
         "bench_providers.py",
         "bench_service.py",
         "bench_file_io.py",
+        "bench_startup.py",
     ):
         try:
             session.run("python", f"benchmarks/{script}", *session.posargs)
