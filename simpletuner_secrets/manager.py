@@ -81,10 +81,12 @@ class SecretsManager:
     for up to ``max_stale`` seconds.
 
     Args:
-        providers: The chain, highest priority first. None builds it from ``config`` and the
-            environment: environment, file, AWS (when a secret name is set and aioboto3 is
+        providers: The chain, highest priority first (names unique). None builds it from
+            ``config`` and the environment: environment, secrets directory (when one is set or
+            ``/run/secrets`` exists), file, AWS (when a secret name is set and aioboto3 is
             installed), Vault (when an address and token are set and hvac is installed).
-        config: Settings: ``file_path``, ``aws_secret_name``, ``aws_region``,
+        config: Settings: ``secrets_dir``, ``file_path``, ``aws_secret_name`` (several,
+            comma-separated), ``aws_region``,
             ``aws_endpoint_url``, ``vault_url``, ``vault_token``, ``vault_path``,
             ``vault_mount_point``, ``env_prefix``.
         cache_ttl: Seconds a cached answer stays fresh.

@@ -139,10 +139,6 @@ class SecretsDirectoryProvider(DocumentSecretProvider):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={str(self.path)!r})"
 
-    def keys(self) -> list[str]:
-        """The keys of the last document read (empty before the first lookup)."""
-        return sorted(self._document or {})
-
     # -- reads -------------------------------------------------------------------------
 
     def peek(self, key: str) -> str | None:

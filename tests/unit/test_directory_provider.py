@@ -51,7 +51,7 @@ async def test_docker_layout_one_file_per_key(tmp_path: Path) -> None:
     assert await provider.get("empty") is None
     assert await provider.get("hidden") is None
     assert await provider.get("INNER") is None
-    assert provider.keys() == ["API_KEY", "DB_PASSWORD", "TWO_NEWLINES"]
+    assert sorted(await provider.document()) == ["API_KEY", "DB_PASSWORD", "TWO_NEWLINES"]
     assert SECRET not in repr(provider)
 
 
@@ -69,7 +69,7 @@ async def test_kubelet_layout_reads_the_current_version(tmp_path: Path) -> None:
     assert await provider.get("USERNAME") == "admin"
     assert await provider.get("password") == SECRET
     assert await provider.get("DATA") is None
-    assert provider.keys() == ["PASSWORD", "USERNAME"]
+    assert sorted(await provider.document()) == ["PASSWORD", "USERNAME"]
 
 
 async def test_the_atomic_swap_is_seen_within_one_second(tmp_path: Path) -> None:
