@@ -1,4 +1,5 @@
-"""AWSSecretsManagerProvider: JSON secrets in AWS Secrets Manager, read with aioboto3.
+"""AWSSecretsManagerProvider: JSON secrets in AWS Secrets Manager, read with aiobotocore (the
+engine of aioboto3, the ``[aws]`` extra's dependency).
 
 The SDK is imported, and its service model loaded, in a worker thread; one client per event
 loop is kept open for the provider's lifetime and closed with the loop or by `aclose`.
@@ -38,7 +39,7 @@ CLOSE_OTHER_LOOP_TIMEOUT_S = 5.0
 
 # Data files botocore parses (synchronously, JSON) when a Secrets Manager client is created:
 # together 50-250 ms of CPU, loaded in the worker thread instead of on the event loop. Importing
-# aioboto3 (~250 ms) happens there too. What stays on the loop, measured on a cold first get:
+# aiobotocore (~250 ms) happens there too. What stays on the loop, measured on a cold first get:
 # assembling the client from the warmed loader (~5-10 ms) and aiohttp's TLS context, built on
 # the first request from certifi's bundle (~20 ms); the longest loop gap seen was 30-50 ms.
 _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
@@ -134,9 +135,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     logged once at WARNING; every other failure raises `ProviderError` naming the secret and
     the cause, never the value.
 
-    Clients: aioboto3 clients belong to the event loop that opened them, so the provider keeps
+    Clients: aiobotocore clients belong to the event loop that opened them, so the provider keeps
     one per loop, opened on first use (concurrent first calls share one) and reused by every
-    later call. Importing aioboto3 and loading botocore's Secrets Manager model happen in a
+    later call. Importing aiobotocore and loading botocore's Secrets Manager model happen in a
     worker thread, so the event loop never stalls on them. A client is closed by `aclose`, or
     when its loop is shut down by ``asyncio.run`` (or any runner that cancels leftover tasks).
 
@@ -486,7 +487,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
 
     def _client_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, ImportError):
-            detail = f"aioboto3 cannot be imported ({INSTALL_HINT})"
+            detail = f"aiobotocore cannot be imported ({INSTALL_HINT})"
         elif _is_botocore_error(exc):
             detail = f"{type(exc).__name__}: {exc}"
         else:
