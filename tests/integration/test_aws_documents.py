@@ -148,13 +148,21 @@ async def test_one_request_per_document_per_refresh_window(
     answers = await asyncio.gather(*(m.get(k) for k in keys))  # a warm window: no request
     assert m.stats()["providers"]["aws"]["requests"] == 3 == get_targets(sent)
 
+    clock.tick(53)  # past refresh-ahead (80% of 54-66 s), before expiry: one background refresh
+    answers = await asyncio.gather(*(m.get(k) for k in keys))
+    assert answers[:4] == ["v0", "v1", "v2", None]  # answered at once from the current copy
+    async with asyncio.timeout(HANG_GUARD):
+        while m.stats()["providers"]["aws"]["calls"] < 2:
+            await asyncio.sleep(0.01)
+    assert m.stats()["providers"]["aws"]["requests"] == 6 == get_targets(sent)
+
     clock.tick(600)  # well past every jittered freshness: the next lookups revalidate
     answers = await asyncio.gather(*(m.get(k) for k in keys))
     assert answers[:4] == ["v0", "v1", "v2", None]
     assert await m.get("shared") == names[0]
     counters = m.stats()["providers"]["aws"]
-    assert counters["requests"] == 6 == get_targets(sent)
-    assert counters["calls"] == 2
+    assert counters["requests"] == 9 == get_targets(sent)
+    assert counters["calls"] == 3
 
 
 async def test_a_rotation_by_the_cli_is_seen_after_the_refresh(
