@@ -100,7 +100,7 @@ class EnvironmentSecretProvider(SecretProvider):
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         reader = _fast_reader() if environ is None else None
         self._read: Callable[[str], str | None] = reader or self._environ.get
-        self._names: dict[str, str] = {}
+        self._names: dict[str, tuple[str, str]] = {}
         self.file_indirection = file_indirection
         self.max_file_size = max_file_size
         self._timer = timer
@@ -129,15 +129,18 @@ class EnvironmentSecretProvider(SecretProvider):
             file is due a read (`get` reads it in a worker thread).
         """
         try:
-            name = self._names[key]
+            name, file_name = self._names[key]
         except KeyError:
             name = self.prefix + key
+            file_name = name + FILE_SUFFIX
             if len(self._names) < _ENCODED_LIMIT:
-                self._names[key] = name
+                self._names[key] = (name, file_name)
         value = self._read(name)
         if value or not self.file_indirection:
             return value or None
-        path = self._read(name + FILE_SUFFIX)
+        # A miss reads K_FILE too: both names memoized, so a miss costs two dict lookups more
+        # (the warm-get rows of bench_manager read the environment first on every lookup).
+        path = self._read(file_name)
         if not path:
             return None
         known = self._files.get(key)
