@@ -93,6 +93,7 @@ def bench(session: nox.Session) -> None:
         "bench_service.py",
         "bench_file_io.py",
         "bench_fleet.py",
+        "bench_startup.py",
     ):
         try:
             session.run("python", f"benchmarks/{script}", *session.posargs)

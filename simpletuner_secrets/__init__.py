@@ -44,6 +44,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AWSSecretsManagerProvider": ".providers.aws",
     "HashiCorpVaultProvider": ".providers.vault",
+    "SecretsDirectoryProvider": ".providers.directory",
     "VaultAgentAuth": ".providers.vault",
     "VaultAppRoleAuth": ".providers.vault",
     "VaultCertAuth": ".providers.vault",
@@ -83,6 +84,7 @@ __all__ = [
     "ProviderError",
     "SecretFileError",
     "SecretProvider",
+    "SecretsDirectoryProvider",
     "SecretsError",
     "SecretsEvent",
     "SecretsManager",

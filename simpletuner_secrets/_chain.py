@@ -7,19 +7,26 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import ConfigurationError
 from .providers.base import LeftOut, SecretProvider
 
-__all__ = ["BUILT_IN_PROVIDERS", "built_in_classes", "check_config", "default_chain"]
+__all__ = [
+    "BUILT_IN_PROVIDERS",
+    "built_in_classes",
+    "check_config",
+    "check_names",
+    "default_chain",
+]
 
 logger = logging.getLogger("simpletuner_secrets")
 
 #: The built-in providers of the default chain, highest priority first: (module, class).
 BUILT_IN_PROVIDERS: tuple[tuple[str, str], ...] = (
     ("env", "EnvironmentSecretProvider"),
+    ("directory", "SecretsDirectoryProvider"),
     ("file", "FileSecretProvider"),
     ("aws", "AWSSecretsManagerProvider"),
     ("vault", "HashiCorpVaultProvider"),
@@ -49,6 +56,24 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"unknown config key {str(key)!r}{hint} (known: {', '.join(sorted(known))})"
         )
+
+
+def check_names(chain: Sequence[SecretProvider]) -> None:
+    """Refuse a chain in which two providers share a name (stats, logs and `explain` name
+    providers, so each name must say which one).
+
+    Raises:
+        ValueError: A duplicate name; the message says to pass ``name=``.
+    """
+    seen: set[str] = set()
+    for provider in chain:
+        name = provider.name
+        if name in seen:
+            raise ValueError(
+                f"two providers in the chain are named {name!r}; give each its own name "
+                f"(e.g. {type(provider).__name__}(..., name={name + '-2'!r}))"
+            )
+        seen.add(name)
 
 
 def default_chain(

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _fork
 from ._events import EventHub, EventSource
@@ -24,6 +24,13 @@ from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
 from .providers.base import NOT_CACHED, DocumentSecretProvider, SecretProvider
 from .reports import ManagerCacheStats, ManagerStats, ProviderCallStats
+
+if TYPE_CHECKING:
+    from ._references import References
+
+#: What a reference value starts with (`_references.SCHEMES`, repeated here so that the
+#: resolver does not import the references module unless references are enabled).
+_SCHEMES = ("vault://", "aws://", "file://")
 
 __all__ = ["Mode", "OnError", "ProviderStats", "Resolver", "Slot"]
 
@@ -141,6 +148,7 @@ class Resolver:
         provider_timeout: Seconds any provider call may take.
         timer: Monotonic clock.
         rng: Source of jitter.
+        references: Resolves reference values (``vault://``...); None leaves them as they are.
     """
 
     def __init__(
@@ -153,8 +161,10 @@ class Resolver:
         provider_timeout: float,
         timer: Callable[[], float],
         rng: RandomSource,
+        references: References | None = None,
     ) -> None:
         self.slots = [Slot(p, Mode.of(p)) for p in providers]
+        self.references = references
         self.policy = policy
         self.on_provider_error: OnError = on_provider_error
         self.provider_timeout = provider_timeout
@@ -214,6 +224,10 @@ class Resolver:
             if value is NOT_CACHED:
                 return NOT_CACHED
             if value:
+                if self.references is not None and value.startswith(_SCHEMES):
+                    value = self.references.peek(self, value)
+                    if value is NOT_CACHED:
+                        return NOT_CACHED
                 self.fast_hits += 1
                 return value
         self.fast_hits += 1
@@ -236,6 +250,12 @@ class Resolver:
                     self._provider_failed(slot, exc)
                     continue
                 if value:
+                    if self.references is not None and value.startswith(_SCHEMES):
+                        try:
+                            value = await self.references.resolve(self, value)
+                        except ProviderError as exc:
+                            self._provider_failed(slot, exc)
+                            continue
                     return value
             return None
         finally:
@@ -449,6 +469,28 @@ class Resolver:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    # -- references -------------------------------------------------------------------
+
+    def reference_slot(self, target: SecretProvider) -> Slot:
+        """A slot outside the chain for a document that references read."""
+        return Slot(target, Mode.DOCUMENT)
+
+    async def cached_document(self, slot: Slot, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """``slot``'s document through the cache: coalesced, refreshed ahead, stale-if-error."""
+        return await self._cached(slot, slot.cache_key(""), fetch)
+
+    def peek_document(self, slot: Slot) -> Any:
+        """``slot``'s cached document while it needs no refresh, else `NOT_CACHED`. No I/O."""
+        got = self._entries.get(slot.cache_key(""))
+        if got is None or self.timer() >= got[0].refresh_at:
+            return NOT_CACHED
+        return got[0].value
+
+    async def close_references(self) -> None:
+        """Close the providers built for references."""
+        if self.references is not None:
+            await self.references.aclose()
+
     # -- housekeeping -----------------------------------------------------------------
 
     def cached_entry(self, slot: Slot, nkey: str) -> Entry | None:
@@ -480,7 +522,7 @@ class Resolver:
             "default_ttl": self.policy.ttl,
             "max_stale": self.policy.max_stale,
         }
-        return {
+        answer: ManagerStats = {
             "cache": cache,
             "providers": {s.name: self._provider_stats(s) for s in self.slots},
             # Answers given from the cache, after a fetch, or stale (each cached answer a
@@ -491,6 +533,9 @@ class Resolver:
                 "stale": sum(s.stats.stale_served for s in self.slots),
             },
         }
+        if self.references is not None:
+            answer["references"] = self.references.stats()
+        return answer
 
     async def aclose(self) -> None:
         """Mark closed, cancel the background work, then close every provider (one that fails
@@ -504,10 +549,12 @@ class Resolver:
                 logger.warning(
                     "provider %s did not close cleanly: %s", slot.name, type(exc).__name__
                 )
+        await self.close_references()
 
     @staticmethod
     def _provider_stats(slot: Slot) -> ProviderCallStats:
         snapshot = slot.stats.snapshot()
+        snapshot.update(slot.provider.counters())  # type: ignore[typeddict-item]
         auth = slot.provider.auth_status()
         if auth is not None:
             snapshot["auth"] = auth  # logins, renewals, the token's remaining TTL

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
-from ._chain import check_config, default_chain
+from ._chain import check_config, check_names, default_chain
 from ._events import SecretsEvent
 from ._explain import explain, mask
 from ._flight import running_loop
@@ -38,6 +38,7 @@ from .providers.base import NOT_CACHED, LeftOut, SecretProvider
 from .reports import ExplainResult, ManagerStats
 
 if TYPE_CHECKING:
+    from ._references import References
     from .sync import SyncSecretsManager
 
 __all__ = [
@@ -72,11 +73,14 @@ class SecretsManager:
     for up to ``max_stale`` seconds.
 
     Args:
-        providers: The chain, highest priority first. None builds it from ``config`` and the
-            environment: environment, file, AWS (when a secret name is set and aioboto3 is
+        providers: The chain, highest priority first (names unique). None builds it from
+            ``config`` and the environment: environment, secrets directory (when one is set or
+            ``/run/secrets`` exists), file, AWS (when a secret name is set and aioboto3 is
             installed), Vault (when an address and token are set and hvac is installed).
-        config: Settings for the default chain's providers: ``env_prefix``, ``file_path``,
-            ``strict_permissions``, ``max_file_size``, ``aws_secret_name``, ``aws_region``,
+        config: Settings for the default chain's providers: ``env_prefix``, ``secrets_dir``,
+            ``file_path``,
+            ``strict_permissions``, ``max_file_size``, ``aws_secret_name`` (several, comma-separated),
+            ``aws_region``,
             ``aws_endpoint_url``, ``aws_version_stage``, ``aws_connect_timeout``,
             ``aws_read_timeout``, ``vault_url``, ``vault_token``, ``vault_path``,
             ``vault_mount_point`` and the other ``vault_*`` keys (README, "The provider
@@ -99,10 +103,15 @@ class SecretsManager:
             `random.Random`. The default, the `random` module, is reseeded in forked children.
         min_refresh_interval: Seconds between two fetches of one document by `refresh`.
         on_event: Called with each `SecretsEvent` (sync, or async and run in a task).
+        resolve_references: Replace a value that is a reference (``vault://mount/path#KEY``,
+            ``aws://secret-id?stage=S#KEY``, ``aws://secret-id``, ``file:///path``) by what
+            it names, read with this manager's ``config`` and environment settings and cached
+            like any document. None: on when ``SIMPLETUNER_RESOLVE_REFERENCES`` is ``1``.
 
     Raises:
         ValueError: An argument out of range (a negative TTL or timeout, a cache size below
-            1), or an unknown ``on_provider_error``.
+            1), an unknown ``on_provider_error``, or two providers of the chain sharing a
+            name.
         ConfigurationError: A ``config`` key no provider reads (the nearest valid one named),
             or a settings variable (``SIMPLETUNER_CACHE_TTL``...) with a bad value (the
             variable named, its value never shown).
@@ -127,6 +136,7 @@ class SecretsManager:
         rng: RandomSource = random,
         min_refresh_interval: float = 1.0,
         on_event: Callable[[SecretsEvent], Any] | None = None,
+        resolve_references: bool | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         settings = ManagerSettings.resolve(
@@ -148,6 +158,7 @@ class SecretsManager:
             chain, self.left_out = default_chain(self.config, environ)
         else:
             chain = list(providers)
+        check_names(chain)
         self.resolver = Resolver(
             chain,
             Policy(ttl=self.cache_ttl, max_stale=self.max_stale),
@@ -156,6 +167,7 @@ class SecretsManager:
             provider_timeout=self.provider_timeout,
             timer=timer,
             rng=rng,
+            references=_references_for(resolve_references, chain, self.config, environ),
         )
         # Rotation (SPEC 10): forced refreshes, change subscribers, events; see _rotation.
         self.refresher = Refresher(self.resolver, min_refresh_interval)
@@ -483,6 +495,22 @@ class SecretsManager:
             old._retired = True
             if old._sync is not None:
                 old._sync.close()
+
+
+def _references_for(
+    argument: bool | None,
+    chain: Sequence[SecretProvider],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> References | None:
+    """The reference resolver when references are on (its module loaded only then)."""
+    if argument is False or (
+        argument is None and not environ.get("SIMPLETUNER_RESOLVE_REFERENCES")
+    ):
+        return None
+    from ._references import References, references_enabled
+
+    return References(chain, config, environ) if references_enabled(argument, environ) else None
 
 
 _instance: SecretsManager | None = None

@@ -111,9 +111,14 @@ class ProviderCallStats(_ProviderCallFields, total=False):
             stale); False again after its next success.
         auth: Only for a provider that authenticates (Vault): logins, renewals, the token's
             remaining TTL (`SecretProvider.auth_status`).
+        requests: Only for a provider that counts its own back-end requests (AWS: the
+            ``GetSecretValue`` calls sent; `SecretProvider.counters`).
+        documents: With ``requests``: the documents one load reads.
     """
 
     auth: dict[str, Any]
+    requests: int
+    documents: int
 
 
 class LookupStats(TypedDict):
@@ -130,10 +135,15 @@ class LookupStats(TypedDict):
     stale: int
 
 
-class ManagerStats(TypedDict):
-    """`SecretsManager.stats`: the cache, each provider's counters by provider name, and how
-    lookups were answered."""
-
+class _ManagerStatsFields(TypedDict):
     cache: ManagerCacheStats
     providers: dict[str, ProviderCallStats]
     lookups: LookupStats
+
+
+class ManagerStats(_ManagerStatsFields, total=False):
+    """`SecretsManager.stats`: the cache, each provider's counters by provider name, how
+    lookups were answered, and (with ``resolve_references``) each reference target's
+    counters by name."""
+
+    references: dict[str, ProviderCallStats]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import ProviderError
 from .keys import normalize_key
@@ -32,7 +32,7 @@ class InMemorySecretProvider(DocumentSecretProvider):
         failure: When set, every load raises `ProviderError` with this message.
     """
 
-    name: ClassVar[str] = "memory"
+    name = "memory"
 
     def __init__(
         self,
@@ -41,13 +41,11 @@ class InMemorySecretProvider(DocumentSecretProvider):
         latency: float = 0.0,
         name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(name=name)
         self._data: dict[str, Any] = {normalize_key(k): v for k, v in (secrets or {}).items()}
         self.latency = latency
         self.loads = 0
         self.failure: str | None = None
-        if name is not None:
-            self.name = name  # type: ignore[misc]  # per-instance name for several in a chain
 
     async def load_document(self) -> Mapping[str, str]:
         """Return the secrets as a document (non-empty values as text), after ``latency``."""

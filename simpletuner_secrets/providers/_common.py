@@ -34,9 +34,11 @@ __all__ = [
     "mask_url",
     "missing_extra_reason",
     "read_regular_file",
+    "read_value_file",
     "sdk_imports",
     "setting",
     "text_setting",
+    "unsafe_file_problems",
 ]
 
 T = TypeVar("T")
@@ -234,6 +236,50 @@ def read_regular_file(path: Path, max_size: int) -> tuple[bytes, os.stat_result]
     if len(raw) > max_size:
         raise ValueError(f"is larger than {max_size} bytes")
     return raw, status
+
+
+def unsafe_file_problems(status: os.stat_result) -> list[str]:
+    """What makes a secret file unsafe to trust (the file provider's rule): readable or
+    writable by group or others, or owned by another user. Empty when it is safe."""
+    problems = []
+    if status.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problems.append(f"is readable by others (mode {stat.S_IMODE(status.st_mode):04o})")
+    if hasattr(os, "getuid") and status.st_uid != os.getuid():
+        problems.append(f"is owned by another user (uid {status.st_uid})")
+    return problems
+
+
+def read_value_file(path: Path, max_size: int) -> tuple[str, os.stat_result]:
+    """One secret held by a whole file: its UTF-8 text, one trailing newline stripped.
+
+    Read with `read_regular_file` (non-blocking open, regular files only, at most
+    ``max_size`` bytes), as Docker secrets, Kubernetes secret volumes and ``K_FILE`` hold
+    them.
+
+    Returns:
+        The value (possibly empty) and the opened file's status.
+
+    Raises:
+        FileNotFoundError: Nothing is there.
+        ValueError: Not a regular file, too large, or not UTF-8 (the message says which and
+            never quotes the content).
+        OSError: It cannot be opened or read.
+    """
+    raw, status = read_regular_file(path, max_size)
+    offset = -1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start  # only the offset: the decode error holds the whole content
+    del raw
+    if offset >= 0:
+        # Raised outside the handler, so that the decode error is not even its context.
+        raise ValueError(f"is not UTF-8 text (invalid byte at offset {offset})")
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    return text, status
 
 
 def convert_document(data: Any, *, provider: str, source: str) -> tuple[dict[str, str] | None, str]:

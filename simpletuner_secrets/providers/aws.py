@@ -1,4 +1,5 @@
-"""AWSSecretsManagerProvider: one JSON secret in AWS Secrets Manager, read with aioboto3.
+"""AWSSecretsManagerProvider: JSON secrets in AWS Secrets Manager, read with aiobotocore (the
+engine of aioboto3, the ``[aws]`` extra's dependency).
 
 The SDK is imported, and its service model loaded, in a worker thread; one client per event
 loop is kept open for the provider's lifetime and closed with the loop or by `aclose`.
@@ -39,7 +40,7 @@ from ._common import (
 from ._network import describe_connection_failure
 from .base import DocumentSecretProvider, LeftOut, document_from_mapping
 
-__all__ = ["AWSSecretsManagerProvider"]
+__all__ = ["AWSSecretsManagerProvider", "split_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ CLOSE_OTHER_LOOP_TIMEOUT_S = 5.0
 
 # Data files botocore parses (synchronously, JSON) when a Secrets Manager client is created:
 # together 50-250 ms of CPU, loaded in the worker thread instead of on the event loop. Importing
-# aioboto3 (~250 ms) happens there too. What stays on the loop, measured on a cold first get:
+# aiobotocore (~250 ms) happens there too. What stays on the loop, measured on a cold first get:
 # assembling the client from the warmed loader (~5-10 ms) and aiohttp's TLS context, built on
 # the first request from certifi's bundle (~20 ms); the longest loop gap seen was 30-50 ms.
 _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
@@ -128,7 +129,7 @@ class _LoopClient:
 
 
 class AWSSecretsManagerProvider(DocumentSecretProvider):
-    """One secret in AWS Secrets Manager holding a JSON object of key/value pairs.
+    """Secrets in AWS Secrets Manager, each holding a JSON object of key/value pairs.
 
     Settings come from the arguments, else from ``config`` (``aws_secret_name``,
     ``aws_region``, ``aws_endpoint_url``, ``aws_version_stage``, ``aws_connect_timeout``,
@@ -140,19 +141,25 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     ``~/.aws/config``), and a client that still has none fails with `ProviderError` naming
     ``NoRegionError``. Credentials come from the standard AWS chain and are never handled here.
 
+    Several secrets: ``secret_name="app/shared,app/api"`` (any setting level) reads each as
+    its own document, all fetched concurrently with one ``GetSecretValue`` each per refresh;
+    on a key both hold, the earlier secret wins. A missing one is an empty document; any
+    other failure fails the load (`ProviderError` naming that secret), so that a lookup never
+    answers from a lower secret while a higher one that might hold the key is unknown.
+
     The secret is read with ``GetSecretValue`` (``SecretString``, or ``SecretBinary`` as UTF-8)
     and must hold one JSON object. A missing secret (or version stage) is an empty document,
     logged once at WARNING; every other failure raises `ProviderError` naming the secret and
     the cause, never the value.
 
-    Clients: aioboto3 clients belong to the event loop that opened them, so the provider keeps
+    Clients: aiobotocore clients belong to the event loop that opened them, so the provider keeps
     one per loop, opened on first use (concurrent first calls share one) and reused by every
-    later call. Importing aioboto3 and loading botocore's Secrets Manager model happen in a
+    later call. Importing aiobotocore and loading botocore's Secrets Manager model happen in a
     worker thread, so the event loop never stalls on them. A client is closed by `aclose`, or
     when its loop is shut down by ``asyncio.run`` (or any runner that cancels leftover tasks).
 
     Args:
-        secret_name: Name or ARN of the secret.
+        secret_name: Name or ARN of the secret, or several, comma-separated.
         region_name: AWS region.
         endpoint_url: Endpoint override (a local emulator, a VPC endpoint).
         version_stage: The staging label read (``AWSCURRENT``, ``AWSPREVIOUS``, or your own);
@@ -163,6 +170,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         client_config: A ``botocore.config.Config`` merged over the provider's defaults
             (connect timeout 5 s, read timeout 10 s, or the two settings above; standard
             retry mode); use it for retries, proxies, timeouts.
+        name: This provider's name in the chain (default ``aws``).
 
     Raises:
         ImportError: aioboto3 is not installed (the message names the ``[aws]`` extra).
@@ -170,7 +178,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         ConfigurationError: A settings variable is malformed (named, its value not shown).
 
     Attributes:
+        secret_names: The secrets read, highest priority first.
         clients_opened: How many clients were opened, over all loops (diagnostics).
+        requests: How many ``GetSecretValue`` requests were sent (also in `counters`).
     """
 
     name = "aws"
@@ -195,12 +205,13 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
         client_config: Any = None,
+        name: str | None = None,
     ) -> None:
         if not _sdk_importable():
             raise _missing_sdk()
         if version_stage is not None and not version_stage.strip():
             raise ValueError("version_stage must be a non-empty staging label")
-        super().__init__()
+        super().__init__(name=name)
         cfg: Mapping[str, Any] = config if config is not None else {}
         env: Mapping[str, str] = environ if environ is not None else os.environ
         self.version_stage = (
@@ -216,12 +227,14 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self.secret_name = setting(
             secret_name, cfg, "aws_secret_name", env, "SIMPLETUNER_AWS_SECRET_NAME"
         )
+        self.secret_names = split_names(self.secret_name)
         self.region_name = setting(
             region_name, cfg, "aws_region", env, "AWS_DEFAULT_REGION", "AWS_REGION"
         )
         self.endpoint_url = setting(endpoint_url, cfg, "aws_endpoint_url", env, "AWS_ENDPOINT_URL")
         self.client_config = client_config
         self.clients_opened = 0
+        self.requests = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         _fork.track(self)
@@ -272,13 +285,17 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             An empty list when the provider can run; else the missing settings (only the
             secret name is required: the region may come from botocore's own configuration).
         """
-        if self.secret_name:
+        if self.secret_names:
             return []
         return ["secret name (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)"]
 
     def is_available(self) -> bool:
         """Return whether aioboto3 is importable and a secret name is set."""
-        return _sdk_importable() and bool(self.secret_name)
+        return _sdk_importable() and bool(self.secret_names)
+
+    def counters(self) -> Mapping[str, int]:
+        """``requests``: ``GetSecretValue`` calls sent; ``documents``: secrets read per load."""
+        return {"requests": self.requests, "documents": len(self.secret_names)}
 
     @property
     def open_clients(self) -> int:
@@ -290,33 +307,47 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
     # -- reads -------------------------------------------------------------------------
 
     async def load_document(self) -> Mapping[str, str]:
-        """Read the secret with one ``GetSecretValue`` call and parse it.
+        """Read every secret, concurrently, one ``GetSecretValue`` call each, and merge them.
 
         Returns:
-            The normalized document; empty when the secret or version stage does not exist.
+            The normalized document (earlier secrets win on a shared key); a secret or
+            version stage that does not exist adds nothing.
 
         Raises:
-            ProviderError: No secret name, the client cannot be created, the call failed
-                (unreachable, denied, throttled after botocore's retries), or the secret is
-                not a UTF-8 JSON object.
+            ProviderError: No secret name, the client cannot be created, a call failed
+                (unreachable, denied, throttled after botocore's retries), or a secret is
+                not a UTF-8 JSON object. The first failing secret, in priority order, is named.
         """
-        name = self.secret_name
-        if not name:
+        names = self.secret_names
+        if not names:
             raise ProviderError(
                 "aws: no secret name set (aws_secret_name / SIMPLETUNER_AWS_SECRET_NAME)",
                 provider=self.name,
             )
         started = time.monotonic()
         client = await self._client()
-        try:
-            response = await client.get_secret_value(SecretId=name, VersionStage=self.version_stage)
-        except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
-                self._report_missing(name)
-                return {}
-            elapsed = time.monotonic() - started
-            raise self._call_error(name, exc, elapsed) from _safe_cause(exc)
-        self._missing.clear(name)
+        if len(names) == 1:
+            return await self._load_one(client, names[0], started)
+        results: list[Any] = await asyncio.gather(
+            *(self._load_one(client, name, started) for name in names), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            # No document of the other secrets stays in this frame (error trackers record the
+            # locals of every frame on a traceback).
+            results.clear()
+            raise failure
+        merged: dict[str, str] = {}
+        for document in reversed(results):
+            merged.update(document)
+        results.clear()
+        return merged
+
+    async def _load_one(self, client: Any, name: str, started: float) -> dict[str, str]:
+        """One secret's document: one ``GetSecretValue`` at `version_stage`."""
+        response = await self._get_secret_value(client, name, self.version_stage, started)
+        if response is None:
+            return {}
         document, problem = self._parse(name, response)
         # Raised from this frame, the response (the whole secret) dropped first: error
         # trackers and `capture_locals` tracebacks record every local of every frame.
@@ -324,6 +355,52 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         if problem is not None:
             raise ProviderError(problem, provider=self.name)
         return document
+
+    async def read_secret_text(self, secret_id: str, stage: str = "AWSCURRENT") -> str | None:
+        """The whole text of one secret at ``stage``, JSON or not, on this provider's client.
+
+        For references (``aws://<secret-id>?stage=...``): one ``GetSecretValue``, counted in
+        `requests` like every other.
+
+        Returns:
+            ``SecretString`` (or ``SecretBinary`` as UTF-8); None when the secret or the stage
+            does not exist.
+
+        Raises:
+            ProviderError: The call failed, or the secret holds no UTF-8 text.
+        """
+        client = await self._client()
+        response = await self._get_secret_value(client, secret_id, stage)
+        if response is None:
+            return None
+        text, problem = _secret_text(f"secret {secret_id!r} (stage {stage})", response)
+        del response
+        if problem is not None:
+            raise ProviderError(problem, provider=self.name)
+        return text
+
+    async def _get_secret_value(
+        self, client: Any, name: str, stage: str, started: float | None = None
+    ) -> Any:
+        """The ``GetSecretValue`` response, or None when the secret or stage is missing.
+
+        ``started``: when the load began (client creation included), for the error's "after
+        N s"; now when None.
+        """
+        if started is None:
+            started = time.monotonic()
+        with self._lock:
+            self.requests += 1
+        try:
+            response = await client.get_secret_value(SecretId=name, VersionStage=stage)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                self._report_missing(name)
+                return None
+            elapsed = time.monotonic() - started
+            raise self._call_error(name, exc, elapsed) from _safe_cause(exc)
+        self._missing.clear(name)
+        return response
 
     def _report_missing(self, name: str) -> None:
         if self._missing.first(name):
@@ -362,19 +439,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         """The response's document, or what is wrong with it: never raises, so that no frame
         holding the secret's text is on an error's traceback (the caller raises)."""
         source = f"secret {name!r} (stage {self.version_stage})"
-        text = response.get("SecretString")
+        text, problem = _secret_text(source, response)
         if text is None:
-            binary = response.get("SecretBinary")
-            if binary is None:
-                return {}, f"aws: {source} has neither SecretString nor SecretBinary"
-            try:
-                text = bytes(binary).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # The decode error holds the whole secret (its `object`): only its offset is kept.
-                return (
-                    {},
-                    f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {exc.start})",
-                )
+            return {}, problem
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -441,8 +508,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             try:
                 session, client_config = await anyio.to_thread.run_sync(self._open_session)
-                context = session.client(
-                    SERVICE, endpoint_url=self.endpoint_url, config=client_config
+                context = session.create_client(
+                    SERVICE,
+                    region_name=self.region_name,
+                    endpoint_url=self.endpoint_url,
+                    config=client_config,
                 )
             except Exception as exc:
                 raise self._client_error(exc) from _safe_cause(exc)
@@ -476,7 +546,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
 
     def _client_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, ImportError):
-            detail = f"aioboto3 cannot be imported ({INSTALL_HINT})"
+            detail = f"aiobotocore cannot be imported ({INSTALL_HINT})"
         elif _is_botocore_error(exc):
             detail = f"{type(exc).__name__}: {exc}"
         else:
@@ -487,10 +557,15 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         )
 
     def _open_session(self) -> tuple[Any, Any]:
-        """Import the SDK and load the service model: blocking work, run in a worker thread."""
+        """Import the SDK and load the service model: blocking work, run in a worker thread.
+
+        The client is created from aiobotocore's session, which aioboto3 wraps: aioboto3's
+        own layer (and boto3's, which it imports: resources, collections) serves nothing a
+        Secrets Manager client uses, and costs tens of milliseconds of a process's start-up
+        (``benchmarks/bench_startup.py``). aioboto3 stays the ``[aws]`` extra's dependency.
+        """
         try:
             with sdk_imports():  # one SDK import at a time: see sdk_imports
-                import aioboto3
                 from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
         except ImportError as exc:
@@ -500,7 +575,6 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         # parsed service model is loop-free data: shared by every session of the process, so a
         # process running `asyncio.run` per task parses it once, not per run.
         core.register_component("data_loader", _warm_loader(core))
-        session = aioboto3.Session(botocore_session=core, region_name=self.region_name)
         # Standard retry mode (3 attempts, short backoff) unless botocore's own variable says
         # otherwise: the legacy default spends ~9 s retrying a refused connection, longer than
         # the manager's provider_timeout, which then hides the cause behind "no answer".
@@ -513,7 +587,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         )
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
-        return session, client_config
+        return core, client_config
 
     # -- closing -----------------------------------------------------------------------
 
@@ -606,6 +680,35 @@ def _timeout_setting(
     if not number > 0 or number == float("inf"):
         raise ValueError(f"{key} must be a number of seconds > 0")
     return number
+
+
+def split_names(setting_text: str | None) -> tuple[str, ...]:
+    """The secret names of a comma-separated setting, in order, blanks and repeats dropped."""
+    names: list[str] = []
+    for part in (setting_text or "").split(","):
+        name = part.strip()
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _secret_text(source: str, response: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The secret's text (``SecretString``, or ``SecretBinary`` as UTF-8), or what is wrong
+    with it; never raises (see `AWSSecretsManagerProvider._parse`)."""
+    text = response.get("SecretString")
+    if text is not None:
+        return str(text), None
+    binary = response.get("SecretBinary")
+    if binary is None:
+        return None, f"aws: {source} has neither SecretString nor SecretBinary"
+    try:
+        return bytes(binary).decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        # The decode error holds the whole secret (its `object`): only its offset is kept.
+        return (
+            None,
+            f"aws: {source} SecretBinary is not UTF-8 text (invalid byte at offset {exc.start})",
+        )
 
 
 def _closed_while_opening() -> ProviderError:

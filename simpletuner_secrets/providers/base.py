@@ -73,7 +73,9 @@ class SecretProvider(abc.ABC):
             ``False``.
     """
 
-    name: ClassVar[str] = "custom"
+    #: A class default; built-in providers take ``name=`` so that a chain may hold several
+    #: of one kind (names are unique in a chain).
+    name: str = "custom"
     cache_answers: ClassVar[bool] = True
     #: The `SecretsManager(config=...)` keys `from_settings` reads (built-in providers).
     config_keys: ClassVar[frozenset[str]] = frozenset()
@@ -116,6 +118,30 @@ class SecretProvider(abc.ABC):
         nothing to say. Never a token or a login secret."""
         return None
 
+    def rename(self, name: str | None) -> None:
+        """Give this provider instance its own name (None keeps the class's).
+
+        Args:
+            name: The name used in logs, stats, `explain` and the CLI.
+
+        Raises:
+            ValueError: ``name`` is empty, or holds whitespace or a comma.
+        """
+        if name is None:
+            return
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or any(c.isspace() or c == "," for c in name)
+        ):
+            raise ValueError(f"a provider name must be a non-empty word, got {name!r}")
+        self.name = name
+
+    def counters(self) -> Mapping[str, int]:
+        """Back-end counters of this provider's own, shown beside the manager's in `stats`
+        (the AWS provider counts its ``GetSecretValue`` requests)."""
+        return {}
+
     @classmethod
     def from_settings(
         cls, config: Mapping[str, Any], environ: Mapping[str, str]
@@ -153,7 +179,8 @@ class DocumentSecretProvider(SecretProvider):
     #: How long `get` keeps a loaded document when the provider is used on its own.
     document_ttl: float = 300.0
 
-    def __init__(self) -> None:
+    def __init__(self, *, name: str | None = None) -> None:
+        self.rename(name)
         from ..cache import TTLCache  # local: the cache module imports nothing from here
 
         self._document_cache: TTLCache[Mapping[str, str]] = TTLCache(

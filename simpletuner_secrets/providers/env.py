@@ -1,4 +1,5 @@
-"""EnvironmentSecretProvider: secrets from environment variables, read live on every lookup.
+"""EnvironmentSecretProvider: secrets from environment variables, read live on every lookup,
+and ``K_FILE`` variables naming a file that holds ``K`` (Docker's convention).
 
 The highest-priority provider; its read of a missing variable is on every lookup's path.
 """
@@ -6,17 +7,26 @@ The highest-priority provider; its read of a missing variable is on every lookup
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from .._settings import ENV_ENV_PREFIX, env_text
+from ..errors import ProviderError
 from ..keys import KNOWN_KEYS, normalize_key
-from ._common import text_setting
-from .base import SecretProvider
+from ._common import read_value_file, text_setting
+from .base import NOT_CACHED, SecretProvider
 
 __all__ = ["EnvironmentSecretProvider"]
 
 _ENCODED_LIMIT = 4096
+#: The suffix of a variable that names a file holding the value (``DB_PASSWORD_FILE``).
+FILE_SUFFIX = "_FILE"
+#: A ``K_FILE`` file's content is read again at most this often (an edit is seen within it).
+FILE_RECHECK_S = 1.0
 
 
 def _fast_reader() -> Callable[[str], str | None] | None:
@@ -55,21 +65,48 @@ class EnvironmentSecretProvider(SecretProvider):
     With ``prefix="SIMPLETUNER"``, ``replicate-api-token`` reads
     ``SIMPLETUNER_REPLICATE_API_TOKEN``. An empty variable counts as absent.
 
+    ``_FILE`` indirection (the convention of Docker's official images): when ``K`` is not set
+    but ``K_FILE`` is, ``K`` is the content of the file it names, one trailing newline
+    stripped. The file is read in a worker thread and again at most once a second (an edit is
+    seen within a second); an unreadable file raises `ProviderError` naming the variable and
+    the path, never the content.
+
     Args:
         prefix: Prepended (normalized, joined with ``_``) to every key.
         environ: The mapping to read; defaults to ``os.environ``.
+        file_indirection: Answer ``K`` from the file ``K_FILE`` names.
+        max_file_size: Larger ``K_FILE`` files are refused (default 1 MiB).
+        name: This provider's name in the chain (default ``env``).
+        timer: Monotonic clock for the once-a-second re-read of ``K_FILE`` files (tests).
     """
 
     name = "env"
     cache_answers = False
     config_keys = frozenset({"env_prefix"})
 
-    def __init__(self, prefix: str = "", *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        environ: Mapping[str, str] | None = None,
+        file_indirection: bool = True,
+        max_file_size: int = 1_048_576,
+        name: str | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_file_size <= 0:
+            raise ValueError("max_file_size must be positive")
+        self.rename(name)
         self.prefix = normalize_key(prefix).rstrip("_") + "_" if prefix.strip() else ""
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         reader = _fast_reader() if environ is None else None
         self._read: Callable[[str], str | None] = reader or self._environ.get
-        self._names: dict[str, str] = {}
+        self._names: dict[str, tuple[str, str]] = {}
+        self.file_indirection = file_indirection
+        self.max_file_size = max_file_size
+        self._timer = timer
+        # key -> (the path K_FILE named, the value read from it, until when it is current)
+        self._files: dict[str, tuple[str, str, float]] = {}
 
     @classmethod
     def from_settings(
@@ -88,26 +125,78 @@ class EnvironmentSecretProvider(SecretProvider):
         return self.prefix + normalize_key(key)
 
     def peek(self, key: str) -> str | None:
-        """Read the variable for an already normalized ``key`` now; empty means absent."""
+        """Read the variable for an already normalized ``key`` now; empty means absent.
+
+        Returns:
+            The value; None when absent; `NOT_CACHED` when only ``K_FILE`` is set and its
+            file is due a read (`get` reads it in a worker thread).
+        """
         try:
-            name = self._names[key]
+            name, file_name = self._names[key]
         except KeyError:
             name = self.prefix + key
+            file_name = name + FILE_SUFFIX
             if len(self._names) < _ENCODED_LIMIT:
-                self._names[key] = name
-        return self._read(name) or None
+                self._names[key] = (name, file_name)
+        value = self._read(name)
+        if value or not self.file_indirection:
+            return value or None
+        # A miss reads K_FILE too: both names memoized, so a miss costs two dict lookups more
+        # (the warm-get rows of bench_manager read the environment first on every lookup).
+        path = self._read(file_name)
+        if not path:
+            return None
+        known = self._files.get(key)
+        if known is not None and known[0] == path and self._timer() < known[2]:
+            return known[1] or None
+        return NOT_CACHED  # type: ignore[no-any-return]
 
     def get_sync(self, key: str) -> str | None:
-        """Blocking `get`: the variable's value, or None when unset or empty."""
-        return self.peek(normalize_key(key))
+        """Blocking `get`: the variable's value (or its ``_FILE``'s), or None when unset."""
+        nkey = normalize_key(key)
+        value = self.peek(nkey)
+        if value is NOT_CACHED:
+            return self._read_file(nkey)
+        return value
 
     async def get(self, key: str) -> str | None:
-        """Return the variable's value, or None when unset or empty."""
-        return self.peek(normalize_key(key))
+        """Return the variable's value (or its ``_FILE``'s), or None when unset or empty.
+
+        Raises:
+            ProviderError: ``K_FILE`` names a file that cannot be read.
+        """
+        nkey = normalize_key(key)
+        value = self.peek(nkey)
+        if value is NOT_CACHED:
+            return await anyio.to_thread.run_sync(self._read_file, nkey)
+        return value
+
+    def _read_file(self, key: str) -> str | None:
+        """Read the file ``K_FILE`` names (blocking: a worker thread, or the sync caller)."""
+        variable = self.prefix + key + FILE_SUFFIX
+        path = self._read(variable)
+        if not path:
+            return None
+        problem = ""
+        try:
+            value, _ = read_value_file(Path(path), self.max_file_size)
+        except (FileNotFoundError, NotADirectoryError):
+            problem = "does not exist"
+        except ValueError as exc:
+            problem = str(exc)
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
+        if problem:
+            raise ProviderError(
+                f"env: {variable} names {path!r}, which {problem}", provider=self.name
+            )
+        if len(self._files) < _ENCODED_LIMIT or key in self._files:
+            self._files[key] = (path, value, self._timer() + FILE_RECHECK_S)
+        return value or None
 
     def keys(self) -> list[str]:
         """The keys this provider has: with a prefix, every variable under it (prefix
-        stripped); without one, the known keys that are set."""
+        stripped); without one, the known keys that are set (directly or by ``K_FILE``)."""
         if self.prefix:
             found = []
             for name, value in self._environ.items():

@@ -255,6 +255,7 @@ class FileSecretProvider(DocumentSecretProvider):
         max_file_size: Larger files are refused with `SecretFileError` (default 1 MiB).
         home: The home directory for the default locations (tests); defaults to `Path.home`.
         timer: Monotonic clock for the once-a-second re-check (tests).
+        name: This provider's name in the chain (default ``file``).
 
     Attributes:
         parses: How many times the file was read and parsed (diagnostics).
@@ -272,8 +273,9 @@ class FileSecretProvider(DocumentSecretProvider):
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         home: str | os.PathLike[str] | None = None,
         timer: Callable[[], float] = time.monotonic,
+        name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(name=name)
         if max_file_size <= 0:
             raise ValueError("max_file_size must be positive")
         self._explicit = Path(file_path).expanduser() if file_path is not None else None

@@ -217,6 +217,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         config: Settings by config key (see above).
         environ: The environment to read settings from (defaults to ``os.environ``); its
             ``HOME``, when present, locates ``~/.vault-token``.
+        name: This provider's name in the chain (default ``vault``).
 
     Raises:
         ImportError: hvac is not installed (the message names the ``[vault]`` extra).
@@ -256,8 +257,9 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(name=name)
         try:
             self._settle(
                 url=url,

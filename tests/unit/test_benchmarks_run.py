@@ -29,6 +29,7 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         "bench_providers.py",
         "bench_service.py",
         "bench_file_io.py",
+        "bench_startup.py",
     ],
 )
 def test_benchmark_script_runs_quickly_to_the_end(script: str) -> None:

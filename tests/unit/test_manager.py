@@ -39,6 +39,7 @@ class KeyProvider(SecretProvider):
         self.fail = False
         self.calls = 0
         self.label = label
+        self.name = label  # several in one chain: names are unique
 
     async def get(self, key: str) -> str | None:
         self.calls += 1
@@ -200,6 +201,7 @@ async def test_cold_lookup_fans_out_and_answers_when_priority_decides() -> None:
     flight), and the key held only by the last one is found."""
     meeting = Meeting(3)
     a, b = MeetingKeys({}, meeting), MeetingKeys({}, meeting)
+    b.name = "keys-b"
     c = MeetingDoc({"K": "v"}, meeting)
     m = make(a, b, c, provider_timeout=60)  # only the hang guard ends a wait
     try:
@@ -393,7 +395,7 @@ async def test_failing_provider_is_skipped_with_a_warning(
 
 async def test_raise_mode_raises_only_when_the_failure_could_decide() -> None:
     """raise mode: a failing provider below an answering one does not raise; above, it does."""
-    bad = KeyProvider({})
+    bad = KeyProvider({}, label="bad")
     bad.fail = True
     m = make(KeyProvider({"TOP": "t"}), bad, DocProvider({"K": "v"}), on_provider_error="raise")
     assert await m.get("TOP") == "t"
