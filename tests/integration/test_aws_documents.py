@@ -46,21 +46,6 @@ def names(cli: AwsCli) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The X-Amz-Target of every HTTP request botocore sends, counted below the provider."""
-    targets: list[str] = []
-    original = AioEndpoint._send
-
-    async def counting_send(self: Any, request: Any) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        targets.append(target.decode() if isinstance(target, bytes) else str(target))
-        return await original(self, request)
-
-    monkeypatch.setattr(AioEndpoint, "_send", counting_send)
-    return targets
-
-
-@pytest.fixture
 async def managers() -> AsyncIterator[list[SecretsManager]]:
     """Managers a test makes, closed on its loop."""
     made: list[SecretsManager] = []
@@ -75,8 +60,8 @@ def provider(server: MotoServer, names: list[str], **kwargs: Any) -> AWSSecretsM
     )
 
 
-def get_targets(sent: list[str]) -> int:
-    return sum(target.endswith("GetSecretValue") for target in sent)
+def get_targets(sent_targets: list[str]) -> int:
+    return sum(target.endswith("GetSecretValue") for target in sent_targets)
 
 
 async def test_earlier_secret_wins_and_each_answers_its_own_keys(
@@ -99,7 +84,7 @@ async def test_earlier_secret_wins_and_each_answers_its_own_keys(
 async def test_the_documents_are_fetched_concurrently(
     cli: AwsCli, names: list[str], managers: list[SecretsManager], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every request of one load is in flight at once: each waits until all three are sent."""
+    """Every request of one load is in flight at once: each waits until all three are sent_targets."""
     for i, name in enumerate(names):
         cli.create(name, json.dumps({f"K{i}": str(i)}))
     original = AioEndpoint._send
@@ -130,10 +115,10 @@ async def test_the_documents_are_fetched_concurrently(
 
 
 async def test_one_request_per_document_per_refresh_window(
-    cli: AwsCli, names: list[str], managers: list[SecretsManager], sent: list[str]
+    cli: AwsCli, names: list[str], managers: list[SecretsManager], sent_targets: list[str]
 ) -> None:
     """N documents, N requests per refresh window, however many concurrent lookups: the
-    manager's stats agree with the requests botocore actually sent."""
+    manager's stats agree with the requests botocore actually sent_targets."""
     for i, name in enumerate(names):
         cli.create(name, json.dumps({f"K{i}": f"v{i}", "SHARED": name}))
     clock = FakeClock()
@@ -143,10 +128,10 @@ async def test_one_request_per_document_per_refresh_window(
 
     answers = await asyncio.gather(*(m.get(k) for k in keys))
     assert answers[:4] == ["v0", "v1", "v2", None]
-    assert m.stats()["providers"]["aws"]["requests"] == 3 == get_targets(sent)
+    assert m.stats()["providers"]["aws"]["requests"] == 3 == get_targets(sent_targets)
 
     answers = await asyncio.gather(*(m.get(k) for k in keys))  # a warm window: no request
-    assert m.stats()["providers"]["aws"]["requests"] == 3 == get_targets(sent)
+    assert m.stats()["providers"]["aws"]["requests"] == 3 == get_targets(sent_targets)
 
     clock.tick(53)  # past refresh-ahead (80% of 54-66 s), before expiry: one background refresh
     answers = await asyncio.gather(*(m.get(k) for k in keys))
@@ -155,14 +140,14 @@ async def test_one_request_per_document_per_refresh_window(
         # The refresh runs in the manager's own background task: polled through stats.
         while m.stats()["providers"]["aws"]["calls"] < 2:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-    assert m.stats()["providers"]["aws"]["requests"] == 6 == get_targets(sent)
+    assert m.stats()["providers"]["aws"]["requests"] == 6 == get_targets(sent_targets)
 
     clock.tick(600)  # well past every jittered freshness: the next lookups revalidate
     answers = await asyncio.gather(*(m.get(k) for k in keys))
     assert answers[:4] == ["v0", "v1", "v2", None]
     assert await m.get("shared") == names[0]
     counters = m.stats()["providers"]["aws"]
-    assert counters["requests"] == 9 == get_targets(sent)
+    assert counters["requests"] == 9 == get_targets(sent_targets)
     assert counters["calls"] == 3
 
 

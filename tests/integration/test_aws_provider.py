@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiobotocore.endpoint import AioEndpoint
 from botocore.config import Config
 
 import simpletuner_secrets
@@ -54,21 +53,6 @@ async def closing() -> AsyncIterator[
     yield register
     for provider in opened:
         await provider.aclose()
-
-
-@pytest.fixture
-def sent_targets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every HTTP request botocore sends, by X-Amz-Target, counted below the provider."""
-    targets: list[str] = []
-    original = AioEndpoint._send
-
-    async def counting_send(self: Any, request: Any) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        targets.append(target.decode() if isinstance(target, bytes) else str(target))
-        return await original(self, request)
-
-    monkeypatch.setattr(AioEndpoint, "_send", counting_send)
-    return targets
 
 
 # -- reads -----------------------------------------------------------------------------

@@ -8,10 +8,8 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiobotocore.endpoint import AioEndpoint
 
 from simpletuner_secrets import EnvironmentSecretProvider, ProviderError, SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
@@ -37,21 +35,6 @@ def secret_id(cli: AwsCli) -> Iterator[str]:
     name = f"simpletuner-refs/{uuid.uuid4().hex}"
     yield name
     cli.server.delete_secret(name)
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The X-Amz-Target of every request botocore sends."""
-    targets: list[str] = []
-    original = AioEndpoint._send
-
-    async def counting_send(self: Any, request: Any) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        targets.append(target.decode() if isinstance(target, bytes) else str(target))
-        return await original(self, request)
-
-    monkeypatch.setattr(AioEndpoint, "_send", counting_send)
-    return targets
 
 
 def env_chain(**variables: str) -> list[EnvironmentSecretProvider]:
@@ -82,7 +65,7 @@ async def test_aws_references_by_key_by_stage_and_whole(cli: AwsCli, secret_id: 
 
 
 async def test_an_aws_reference_uses_the_chains_aws_client_and_coalesces(
-    cli: AwsCli, secret_id: str, sent: list[str]
+    cli: AwsCli, secret_id: str, sent_targets: list[str]
 ) -> None:
     """With an AWS provider in the chain, references go through its client (counted in its
     requests); concurrent lookups of keys referring to one secret make one request, cached
@@ -105,13 +88,13 @@ async def test_an_aws_reference_uses_the_chains_aws_client_and_coalesces(
             assert answers[:2] == ["app", "p1"]
             # One request for the aws provider's own document (the fan-out asks it too), one
             # for the referenced secret, however many lookups.
-            assert aws.requests == 2 == sum(t.endswith("GetSecretValue") for t in sent)
+            assert aws.requests == 2 == sum(t.endswith("GetSecretValue") for t in sent_targets)
             assert m.resolver.peek("DB_PASSWORD") == "p1"  # the fast path, no I/O
             cli.rotate(secret_id, json.dumps({"USER": "app", "PASSWORD": "p2"}))
             clock.tick(600)
             answers = await asyncio.gather(*(m.get(k) for k in keys))
             assert answers[:2] == ["app", "p2"]
-            assert aws.requests == 4 == sum(t.endswith("GetSecretValue") for t in sent)
+            assert aws.requests == 4 == sum(t.endswith("GetSecretValue") for t in sent_targets)
             (name,) = m.stats()["references"]
             assert secret_id in name
     finally:

@@ -26,30 +26,25 @@ EVERY_S = 0.1
 LOOKUP_GUARD_S = 10.0
 
 
-async def test_short_lived_tokens_never_fail_a_lookup(
-    bao: BaoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """20 s of lookups every 0.1 s over tokens of ttl=2s, max_ttl=8s: no lookup fails, none
-    is served stale, the keeper both renews and logs in again; a revocation of every token
-    of the role at 10 s is repaired within 3 s with at most one WARNING."""
+def short_lived_approle(
+    bao: BaoServer, tmp_path: Path, prefix: str, *, max_ttl: str
+) -> tuple[HashiCorpVaultProvider, str]:
+    """A Vault provider logging in by AppRole to a role of its own (tokens: ttl=2s and
+    ``max_ttl``), reading a path holding ``HF_TOKEN=hf_<prefix>`` with a read-only policy;
+    and the AppRole mount."""
     mount = f"approle-{secrets.token_hex(4)}"
-    path = f"life-{secrets.token_hex(4)}"
-    bao.cli("kv", "put", f"secret/{path}", "HF_TOKEN=hf_life")
-    policy = f"life-{secrets.token_hex(4)}"
-    bao.cli(
-        "policy",
-        "write",
-        policy,
-        "-",
-        input=f'path "secret/data/{path}" {{ capabilities = ["read"] }}',
-    )
+    path = f"{prefix}-{secrets.token_hex(4)}"
+    bao.cli("kv", "put", f"secret/{path}", f"HF_TOKEN=hf_{prefix}")
+    policy = f"{prefix}-{secrets.token_hex(4)}"
+    hcl = f'path "secret/data/{path}" {{ capabilities = ["read"] }}'
+    bao.cli("policy", "write", policy, "-", input=hcl)
     bao.cli("auth", "enable", f"-path={mount}", "approle")
     bao.cli(
         "write",
         f"auth/{mount}/role/app",
         f"token_policies={policy}",
         "token_ttl=2s",
-        "token_max_ttl=8s",
+        f"token_max_ttl={max_ttl}",
     )
     role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
     secret_id = bao.cli(
@@ -64,6 +59,16 @@ async def test_short_lived_tokens_never_fail_a_lookup(
         auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
         environ={"HOME": str(home)},
     )
+    return vault, mount
+
+
+async def test_short_lived_tokens_never_fail_a_lookup(
+    bao: BaoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 s of lookups every 0.1 s over tokens of ttl=2s, max_ttl=8s: no lookup fails, none
+    is served stale, the keeper both renews and logs in again; a revocation of every token
+    of the role at 10 s is repaired within 3 s with at most one WARNING."""
+    vault, mount = short_lived_approle(bao, tmp_path, "life", max_ttl="8s")
     manager = SecretsManager(providers=[vault], cache_ttl=0.5, on_provider_error="raise")
     answers: list[str | None] = []
     revoked_at: float | None = None
@@ -102,33 +107,7 @@ async def test_short_lived_tokens_never_fail_a_lookup(
 async def test_renewals_and_relogins_never_block_the_loop(bao: BaoServer, tmp_path: Path) -> None:
     """6 s of lookups over ttl=2s, max_ttl=4s tokens (renewals and a new login on the way),
     measured by a 5 ms heartbeat: the loop never stalls 0.1 s."""
-    mount = f"approle-{secrets.token_hex(4)}"
-    path = f"beat-{secrets.token_hex(4)}"
-    bao.cli("kv", "put", f"secret/{path}", "HF_TOKEN=hf_beat")
-    policy = f"beat-{secrets.token_hex(4)}"
-    hcl = f'path "secret/data/{path}" {{ capabilities = ["read"] }}'
-    bao.cli("policy", "write", policy, "-", input=hcl)
-    bao.cli("auth", "enable", f"-path={mount}", "approle")
-    bao.cli(
-        "write",
-        f"auth/{mount}/role/app",
-        f"token_policies={policy}",
-        "token_ttl=2s",
-        "token_max_ttl=4s",
-    )
-    role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
-    secret_id = bao.cli(
-        "write", "-f", "-field=secret_id", f"auth/{mount}/role/app/secret-id"
-    ).stdout.strip()
-    register_secret(secret_id)
-    home = tmp_path / "home"
-    home.mkdir()
-    vault = HashiCorpVaultProvider(
-        bao.url,
-        path=path,
-        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
-        environ={"HOME": str(home)},
-    )
+    vault, _ = short_lived_approle(bao, tmp_path, "beat", max_ttl="4s")
     manager = SecretsManager(providers=[vault], cache_ttl=0.5, on_provider_error="raise")
 
     async def lookups() -> list[str | None]:
