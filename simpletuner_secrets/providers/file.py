@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import anyio
 import yaml
@@ -28,6 +28,15 @@ from .. import _fork
 from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
+from ._yaml_text import (
+    Dumper,
+    EditRefused,
+    RefusedYAML,
+    RewriteLoader,
+    TextLoader,
+    edit_yaml,
+    value_styles,
+)
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
 
 __all__ = ["FileSecretProvider"]
@@ -39,8 +48,6 @@ DEFAULT_NAMES = ("secrets.json", "secrets.yaml", "secrets.yml")
 #: Seconds between two checks of the file for changes.
 RECHECK_S = 1.0
 _TMP_MARK = ".tmp-"
-_STR_TAG = "tag:yaml.org,2002:str"
-_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Signature = tuple[int, int, int, int]
 
 # Reads and writes get limiters of their own, so a writer blocked on another process's lock
@@ -51,117 +58,6 @@ _WRITES = LoopLimiters(2)
 
 def _temp_suffix() -> str:
     return secrets.token_hex(8)
-
-
-class _RefusedYAML(yaml.MarkedYAMLError):
-    """A construct the strict loader refuses; its text is ours, never the document's."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that also refuses anchors, aliases and every explicit tag.
-
-    ``safe_load`` follows aliases, and nested aliases explode when turned to text (billion
-    laughs); a secrets file has no need for either, nor for tags. This loader builds native
-    values; the update path uses it so that a rewrite keeps the file's types.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _RefusedYAML(
-                problem="anchors and aliases are not allowed", problem_mark=event.start_mark
-            )
-        if getattr(event, "tag", None) is not None:
-            raise _RefusedYAML(
-                problem="explicit tags are not allowed", problem_mark=event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-class _TextLoader(_StrictLoader):
-    """The read loader: top-level numbers keep the text they were written as; no dates.
-
-    YAML 1.1 reads ``0123`` as 83, ``12:34`` as 754 and ``0x1F`` as 31; for a secret, the text
-    written is the value meant. Top-level keys must be plain strings.
-    """
-
-    def construct_document(self, node: Any) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.tag != _STR_TAG:
-                    raise _RefusedYAML(
-                        problem="keys must be strings", problem_mark=key_node.start_mark
-                    )
-                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
-                    value_node.tag = _STR_TAG
-        return super().construct_document(node)
-
-
-_TextLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-class _Verbatim(str):
-    """A top-level number or timestamp of a file being rewritten, as the text it was written.
-
-    A rewrite must change only the key written: PyYAML would turn ``0123`` into ``83``,
-    ``1.50`` into ``1.5`` and reformat a timestamp, and reads answer the text written.
-    """
-
-    __slots__ = ("tag",)
-    tag: str
-
-    def __new__(cls, text: str, tag: str) -> _Verbatim:
-        kept = super().__new__(cls, text)
-        kept.tag = tag
-        return kept
-
-
-_VERBATIM_PREFIX = "tag:simpletuner-secrets,2026:verbatim:"
-_VERBATIM_TAGS = (*_NUMBER_TAGS, "tag:yaml.org,2002:timestamp")
-
-
-class _RewriteLoader(_StrictLoader):
-    """The loader of a rewrite: native values, but top-level numbers and timestamps verbatim."""
-
-    def construct_document(self, node: Any) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            for _, value_node in node.value:
-                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _VERBATIM_TAGS:
-                    value_node.tag = _VERBATIM_PREFIX + value_node.tag
-        return super().construct_document(node)
-
-
-def _construct_verbatim(loader: Any, tag: str, node: Any) -> _Verbatim:
-    return _Verbatim(node.value, tag)
-
-
-_RewriteLoader.add_multi_constructor(_VERBATIM_PREFIX, _construct_verbatim)
-
-
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, except that a string holding NEL (U+0085) is always double-quoted.
-
-    With ``allow_unicode`` PyYAML writes NEL raw inside a single-quoted or plain scalar, where
-    YAML reads it as a line break and folds it to a space: the value would change on disk.
-    Double quotes escape it as ``\\N``.
-    """
-
-    def analyze_scalar(self, scalar: str) -> Any:
-        analysis = super().analyze_scalar(scalar)
-        if "\x85" in scalar:
-            analysis.allow_flow_plain = analysis.allow_block_plain = False
-            analysis.allow_single_quoted = analysis.allow_block = False
-        return analysis
-
-
-def _represent_verbatim(dumper: Any, data: _Verbatim) -> Any:
-    return dumper.represent_scalar(data.tag, str(data))
-
-
-_Dumper.add_representer(_Verbatim, _represent_verbatim)
 
 
 def _again(failure: SecretFileError) -> SecretFileError:
@@ -690,20 +586,20 @@ class FileSecretProvider(DocumentSecretProvider):
             st, _ = found
             self._check_safety(target, st, is_link=False)
             raw, _ = self._read_bytes(target, st, is_link=False)
+        # A file that does not read is not edited.
+        old = self._to_document(target, raw) if raw is not None else {}
         if _is_yaml(target):
-            body = _rewrite_yaml(target, raw, nkey, value)
+            edited = self._edit_yaml(target, raw, old, nkey, value)
+            if edited is None:
+                return False  # nothing to delete
+            body, document = edited
         else:
-            if raw is not None:
-                self._to_document(target, raw)  # a file that does not read is not edited
-            body = _rewrite_json(target, raw, nkey, value)
-        if body is None:
-            return False  # nothing to delete
-        if len(body) > self.max_file_size:
-            raise SecretFileError(
-                f"secrets file {target} would be larger than {self.max_file_size} bytes",
-                path=target,
-            )
-        document = self._to_document(target, body)
+            rewritten = _rewrite_json(target, raw, nkey, value)
+            if rewritten is None:
+                return False  # nothing to delete
+            body = rewritten
+            self._check_size(target, body)
+            document = self._to_document(target, body)
         if cancelled.is_set():
             return False
         self._write_atomically(target, body)
@@ -716,6 +612,68 @@ class FileSecretProvider(DocumentSecretProvider):
             self._failure = None
             self._fresh_until = self._timer() + RECHECK_S
         return True
+
+    def _check_size(self, path: Path, body: bytes) -> None:
+        if len(body) > self.max_file_size:
+            raise SecretFileError(
+                f"secrets file {path} would be larger than {self.max_file_size} bytes",
+                path=path,
+            )
+
+    def _edit_yaml(
+        self,
+        path: Path,
+        raw: bytes | None,
+        old: Mapping[str, str],
+        nkey: str,
+        value: str | None,
+    ) -> tuple[bytes, dict[str, str]] | None:
+        """The YAML file's new bytes and document; None when there is nothing to delete.
+
+        The key is edited in the text (`edit_yaml`), and the edit is kept only if the file
+        then reads as the old document with just this key changed; else, or for a layout the
+        edit does not handle, the file is written again whole by PyYAML, with a warning that
+        its comments and formatting were not kept.
+        """
+        expected = dict(old)
+        expected.pop(nkey, None)
+        if value is not None:
+            expected[nkey] = value
+        bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
+        text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
+        for style in value_styles():
+            try:
+                edited = edit_yaml(text, nkey, value, style)
+            except EditRefused:
+                break
+            except ValueError:
+                _invalid_key(path)  # not chained: the error is raised outside this handler
+            if edited is None:
+                return None
+            body = bom + _encoded(path, edited)
+            self._check_size(path, body)
+            try:
+                document = self._to_document(path, body)
+            except SecretFileError:
+                continue
+            if document == expected:
+                return body, document
+        whole = _rewrite_yaml(path, raw, nkey, value)
+        if whole is None:
+            return None
+        self._check_size(path, whole)
+        document = self._to_document(path, whole)
+        marker = ("rewritten", str(path))
+        with self._state_lock:
+            first = marker not in self._warned
+            self._warned.add(marker)
+        if first:
+            logger.warning(
+                "secrets file %s could not be edited in place; it was written again whole, "
+                "without its comments and formatting",
+                path,
+            )
+        return whole, document
 
     def _write_target(self, path: Path) -> Path:
         """The real file to replace: a symlinked secrets file is written through its link."""
@@ -892,7 +850,7 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     reason = "is not valid " + kind
     try:
         if kind == "YAML":
-            loader = _TextLoader if text_scalars else _RewriteLoader
+            loader = TextLoader if text_scalars else RewriteLoader
             data = yaml.load(text, Loader=loader)
             return {} if data is None else data
         # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
@@ -901,7 +859,7 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         )
     except json.JSONDecodeError as exc:
         line = exc.lineno
-    except _RefusedYAML as exc:
+    except RefusedYAML as exc:
         reason = f"is refused: {exc.problem}"
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -1134,7 +1092,8 @@ def _encoded(path: Path, text: str) -> bytes:
 
 
 def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
-    """The file's new bytes, written again by PyYAML; None when there is nothing to delete."""
+    """The file's new bytes, written again whole by PyYAML in its order (the fallback of the
+    text edit); None when there is nothing to delete."""
     data: dict[str, Any] = {}
     if raw is not None:
         data = _native_mapping(path, _parse(path, raw, text_scalars=False))
@@ -1143,9 +1102,7 @@ def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     except ValueError:
         spellings = None  # raised below, outside the handler
     if spellings is None:
-        raise SecretFileError(
-            f"secrets file {path} has an invalid key; not rewriting it", path=path
-        )
+        _invalid_key(path)
     if value is None and not spellings:
         return None
     for spelling in spellings:
@@ -1153,6 +1110,10 @@ def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     if value is not None:
         data[nkey] = value
     return _dump(path, data)
+
+
+def _invalid_key(path: Path) -> NoReturn:
+    raise SecretFileError(f"secrets file {path} has an invalid key; not rewriting it", path=path)
 
 
 def _native_mapping(path: Path, data: Any) -> dict[str, Any]:
@@ -1183,9 +1144,9 @@ def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
     try:
         text = yaml.dump(
             dict(data),
-            Dumper=_Dumper,
+            Dumper=Dumper,
             default_flow_style=False,
-            sort_keys=True,
+            sort_keys=False,
             allow_unicode=True,
         )
         return text.encode("utf-8")
