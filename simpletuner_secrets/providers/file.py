@@ -180,7 +180,8 @@ class FileSecretProvider(DocumentSecretProvider):
         self._reparse = False  # set by invalidate(): parse even an unchanged file
         self._state_lock = threading.Lock()
         _fork.track(self)
-        self._warned: set[Hashable] = set()
+        self._warned: set[tuple[Hashable, ...]] = set()
+        self._stale = False  # serving the last good document for a file that does not read
         self.parses = 0
 
     def reset_after_fork(self) -> None:
@@ -326,10 +327,18 @@ class FileSecretProvider(DocumentSecretProvider):
             ):
                 raise _again(failure)  # the same malformed file: not parsed again
         try:
-            document, signature = self._read_document(path, st, is_link)
+            read = self._read_document(path, st, is_link)
         except SecretFileError as exc:
             return self._keep_last_good(exc, signature)
-        return self._commit(generation, document, signature)
+        if read.blank:
+            with self._state_lock:
+                had_file = self._document is not None and self._signature is not None
+            if had_file:
+                # Emptied while the service runs (an editor truncates, then writes): treated
+                # like a malformed file, since the next state is most likely the full one.
+                empty = SecretFileError(f"secrets file {path} is empty", path=path)
+                return self._keep_last_good(empty, read.signature, remember=read.settled)
+        return self._commit(generation, read.document, read.signature)
 
     def invalidate(self) -> None:
         """Make the next lookup check and parse the file again, even inside the second.
@@ -355,17 +364,35 @@ class FileSecretProvider(DocumentSecretProvider):
             self._failure = None
             self._reparse = False
             self._fresh_until = self._timer() + RECHECK_S
-            return document
+            recovered = self._end_stale()
+        if recovered:
+            logger.info("secrets file %s reads again; serving its new document", self.path)
+        return document
 
-    def _keep_last_good(self, exc: SecretFileError, signature: _Signature | None) -> dict[str, str]:
+    def _end_stale(self) -> bool:
+        """Called with the state lock held: whether the last good document was being served
+        for a corrupted file, which is over now (so are the warnings it was given)."""
+        if not self._stale:
+            return False
+        self._stale = False
+        self._warned = {marker for marker in self._warned if marker[0] != "corrupt"}
+        return True
+
+    def _keep_last_good(
+        self, exc: SecretFileError, signature: _Signature | None, *, remember: bool = True
+    ) -> dict[str, str]:
+        """Serve the last good document for a file that does not read, warning once for
+        each state of it; ``remember``: the state is not parsed again while it lasts (not for
+        a file that changed while it was read: its next state is read at the next check)."""
         with self._state_lock:
             last = self._document
             if last is None or self._signature is None:
                 self._bad_signature = signature  # `_refresh` keeps the failure with it
                 raise exc
-            self._bad_signature = signature
+            self._bad_signature = signature if remember else None
             self._reparse = False
             self._fresh_until = self._timer() + RECHECK_S
+            self._stale = True
             first = ("corrupt", signature) not in self._warned
             self._warned.add(("corrupt", signature))
         if first:
@@ -471,19 +498,19 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         return raw, fst
 
-    def _read_document(
-        self, path: Path, st: os.stat_result, is_link: bool = False
-    ) -> tuple[dict[str, str], _Signature]:
+    def _read_document(self, path: Path, st: os.stat_result, is_link: bool = False) -> _Read:
         """Read and parse the file; its errors are raised afresh from here (see `_afresh`)."""
         return _afresh(self._load_document, path, st, is_link)
 
-    def _load_document(
-        self, path: Path, st: os.stat_result, is_link: bool
-    ) -> tuple[dict[str, str], _Signature]:
+    def _load_document(self, path: Path, st: os.stat_result, is_link: bool) -> _Read:
         raw, fst = self._read_bytes(path, st, is_link=is_link)
         with self._state_lock:
             self.parses += 1
-        return self._to_document(path, raw), _signature(fst)
+        signature = _signature(fst)
+        blank = not raw.removeprefix(codecs.BOM_UTF8).strip()
+        # Emptied between the stat and the read, or written to while read: a moving file.
+        settled = signature == _signature(st) and fst.st_size == len(raw)
+        return _Read(self._to_document(path, raw), signature, blank, settled)
 
     def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
         data = _parse(path, raw, text_scalars=True)
@@ -611,6 +638,7 @@ class FileSecretProvider(DocumentSecretProvider):
             self._bad_signature = None
             self._failure = None
             self._fresh_until = self._timer() + RECHECK_S
+            self._end_stale()
         return True
 
     def _check_size(self, path: Path, body: bytes) -> None:
@@ -812,6 +840,15 @@ class FileSecretProvider(DocumentSecretProvider):
                 f"disk: {_os_reason(exc)}",
                 path=path,
             ) from None
+
+
+class _Read(NamedTuple):
+    """One read of the file."""
+
+    document: dict[str, str]
+    signature: _Signature  # of the file opened
+    blank: bool  # it held nothing but white space
+    settled: bool  # its size and times did not change while it was looked at and read
 
 
 def _write_all(fd: int, body: bytes) -> None:
