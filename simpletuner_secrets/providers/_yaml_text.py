@@ -309,7 +309,7 @@ def _content_end(text: str, node: Any) -> int:
         item = stack.pop()
         if isinstance(item, yaml.ScalarNode):
             stop = item.end_mark.index
-            if item.style in ("|", ">"):
+            if item.style in ("|", ">") and not _keeps_trailing_lines(text, item):
                 last = stop
                 while last > item.start_mark.index and text[last - 1] in _SPACE:
                     last -= 1
@@ -324,6 +324,13 @@ def _content_end(text: str, node: Any) -> int:
         else:
             stack.extend(item.value)
     return int(end)
+
+
+def _keeps_trailing_lines(text: str, node: Any) -> bool:
+    """Whether a block scalar's header says ``+`` (keep): its trailing blank lines are its own."""
+    start = node.start_mark.index
+    header = text[start : _next_break(text, start) or len(text)]
+    return "+" in header.split("#", 1)[0]
 
 
 def _next_break(text: str, position: int) -> int | None:
@@ -350,12 +357,37 @@ def _line_end(text: str, position: int) -> int:
     return brk if brk is not None else len(text)
 
 
+def _member_end(text: str, member: _Member) -> int:
+    """The start of the line after a block member: its value's lines, and the comment lines
+    indented under its key that follow them (blank lines between them included)."""
+    end = _line_end(text, _content_end(text, member.value))
+    column = member.key.start_mark.column
+    position = end
+    while position < len(text):
+        brk = _next_break(text, position)
+        line = text[position : brk if brk is not None else len(text)]
+        stripped = line.strip(_SPACE)
+        position = brk if brk is not None else len(text)
+        if stripped.startswith("#") and len(line) - len(line.lstrip(" ")) > column:
+            end = position
+        elif stripped:
+            break
+    return end
+
+
 def _newline(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
+def _is_empty(root: Any) -> bool:
+    """No document, or one with no content (``---`` alone): a null scalar without text."""
+    return root is None or (
+        isinstance(root, yaml.ScalarNode) and root.value == "" and root.style is None
+    )
+
+
 def _members(root: Any) -> list[_Member]:
-    if root is None:
+    if _is_empty(root):
         return []
     if not isinstance(root, yaml.MappingNode):
         raise EditRefused("the document is not a mapping")
@@ -382,7 +414,20 @@ def _remove(text: str, root: Any, members: list[_Member], index: int) -> str:
     member = members[index]
     if not root.flow_style:
         start = _line_start(text, member.key)
-        return text[:start] + text[_line_end(text, _content_end(text, member.value)) :]
+        end = _member_end(text, member)
+        previous = members[index - 1].value if index else None
+        if (
+            isinstance(previous, yaml.ScalarNode)
+            and _keeps_trailing_lines(text, previous)
+            and _content_end(text, previous) == start
+        ):
+            # Blank lines after this member would become the kept trailing lines of the
+            # block before it: they go with this member.
+            while end < len(text) and not text[end : _next_break(text, end) or len(text)].strip(
+                _SPACE
+            ):
+                end = _next_break(text, end) or len(text)
+        return text[:start] + text[end:]
     if len(members) == 1:
         opening, closing = root.start_mark.index, root.end_mark.index - 1
         if text[opening] != "{" or text[closing] != "}":
@@ -426,7 +471,7 @@ def _replace(text: str, root: Any, member: _Member, nkey: str, value: str, style
 
 def _add(text: str, root: Any, members: list[_Member], nkey: str, value: str, style: str) -> str:
     nl = _newline(text)
-    if root is not None and root.flow_style:
+    if not _is_empty(root) and root.flow_style:
         like_key = _style(members[-1].key) if members else None
         like_value = _style(members[-1].value) if members else None
         scalar = _scalar(value, style=style, flow=True, like=like_value, indent=0, nl=nl)
@@ -448,8 +493,16 @@ def _add(text: str, root: Any, members: list[_Member], nkey: str, value: str, st
     line = " " * column + _key_text(nkey, like_key) + ": " + scalar
     if not line.endswith(nl):
         line += nl
-    last = members[-1].value if members else None
-    position = _line_end(text, _content_end(text, last)) if last is not None else len(text)
+    if members:
+        position = _member_end(text, members[-1])
+        if position == len(text) and text[-1:] not in _BREAKS and _style(members[-1].value):
+            # A line break after the last value would become part of it (a block scalar's
+            # last line, a quoted scalar cut at the end): the new key goes before it instead.
+            position = _line_start(text, members[-1].key)
+    elif root is not None:  # where the empty document's content would be
+        position = _line_end(text, root.start_mark.index)
+    else:
+        position = len(text)
     head = text[:position]
     if head and head[-1] not in _BREAKS:
         head += nl
