@@ -609,12 +609,14 @@ class FileSecretProvider(DocumentSecretProvider):
         self._remove_stale_temporaries(target)
         found = self._stat(target)
         raw: bytes | None = None
+        old: Mapping[str, str] = {}
         if found is not None:
             st, _ = found
             self._check_safety(target, st, is_link=False)
-            raw, _ = self._read_bytes(target, st, is_link=False)
-        # A file that does not read is not edited.
-        old = self._to_document(target, raw) if raw is not None else {}
+            raw, fst = self._read_bytes(target, st, is_link=False)
+            # A file that does not read is not edited; one read already is not parsed again.
+            known = self._known_document(fst)
+            old = known if known is not None else self._to_document(target, raw)
         if _is_yaml(target):
             edited = self._edit_yaml(target, raw, old, nkey, value)
             if edited is None:
@@ -640,6 +642,13 @@ class FileSecretProvider(DocumentSecretProvider):
             self._fresh_until = self._timer() + RECHECK_S
             self._end_stale()
         return True
+
+    def _known_document(self, fst: os.stat_result) -> dict[str, str] | None:
+        """The document already read from the file whose stat is ``fst``, if that is the one."""
+        with self._state_lock:
+            if self._document is not None and self._signature == _signature(fst):
+                return self._document
+        return None
 
     def _check_size(self, path: Path, body: bytes) -> None:
         if len(body) > self.max_file_size:
