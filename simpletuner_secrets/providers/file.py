@@ -118,11 +118,13 @@ class FileSecretProvider(DocumentSecretProvider):
     lookup in between costs no system call. Concurrent first lookups, from any task, thread or
     event loop, share one read. Writes update the document at once.
 
-    Stale-if-corrupt: a file that turns malformed (or unreadable, or too large) after a good
-    read keeps serving the last good document, with one warning per corrupted file state, and
-    is not parsed again until it changes. `SecretFileError` is raised only when no good document
-    was ever read from the file (also after a deletion: a deleted file is an empty document,
-    and that empty document is not a last good one).
+    Stale-if-corrupt: a file that turns malformed (or unreadable, or too large, or empty: 0
+    bytes or white space, as while an editor saves it) after a good read keeps serving the last
+    good document, with one warning per corrupted file state, and is not parsed again until it
+    changes; an INFO line says when it reads again. `SecretFileError` is raised only when no
+    good document was ever read from the file (also after a deletion: a deleted file is an
+    empty document, and that empty document is not a last good one). A file empty at the
+    first read is an empty document.
 
     Safety: a group- or world-readable file, a symlink (followed), or a file owned by another
     user is read with one warning per file state, or refused with `SecretFileError` when
@@ -131,8 +133,13 @@ class FileSecretProvider(DocumentSecretProvider):
     writable by others. Errors name the path and line, never a value, and no frame of their
     tracebacks holds the file's text.
 
-    Formats: numbers read back as the text written (``1.50``, ``1e400``). A JSON write edits
-    the file's text, so only the key written changes; YAML is written again by PyYAML.
+    Formats: numbers read back as the text written (``1.50``, ``1e400``); in YAML only
+    ``true``/``false`` (any case) are booleans, ``yes``/``no``/``on``/``off`` are text. A
+    write edits the file's text, so only the key written changes: in JSON the other members
+    keep their order, spacing and number texts; in YAML every other line stays byte for byte
+    (comments, order, quoting, block scalars). A YAML edit is kept only if the file then reads
+    as before but for that key; otherwise (or for a layout the edit does not handle, such as a
+    document that is a lone ``~``) the file is written again whole by PyYAML, with a warning.
 
     Args:
         file_path: The file; None for the default locations.
@@ -507,7 +514,8 @@ class FileSecretProvider(DocumentSecretProvider):
         with self._state_lock:
             self.parses += 1
         signature = _signature(fst)
-        blank = not raw.removeprefix(codecs.BOM_UTF8).strip()
+        content = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
+        blank = not content or content.isspace()  # stops at the first other byte: no copy
         # Emptied between the stat and the read, or written to while read: a moving file.
         settled = signature == _signature(st) and fst.st_size == len(raw)
         return _Read(self._to_document(path, raw), signature, blank, settled)
