@@ -14,6 +14,7 @@ from ..keys import normalize_key
 __all__ = [
     "Dumper",
     "EditRefused",
+    "NumberText",
     "RefusedYAML",
     "RewriteLoader",
     "TextLoader",
@@ -76,17 +77,31 @@ class StrictLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+class NumberText(str):
+    """A number (in JSON, also NaN or Infinity) as the text it was written as."""
+
+    __slots__ = ()
+
+
+_NUMBER_TEXT_TAG = "tag:simpletuner-secrets,2026:number-text"
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
 class TextLoader(StrictLoader):
-    """The read loader: top-level numbers keep the text they were written as; no dates.
+    """The read loader: numbers keep the text they were written as; no dates.
 
     YAML 1.1 reads ``0123`` as 83, ``12:34`` as 754 and ``0x1F`` as 31; for a secret, the text
-    written is the value meant. Top-level keys must be plain strings.
+    written is the value meant. Top-level values that are numbers become that text; numbers
+    inside objects and arrays keep their text in the JSON text of the value when it is a JSON
+    number (``1.50``), and are converted otherwise (``0x1F`` is 31). Top-level keys must be
+    plain strings.
     """
 
     yaml_implicit_resolvers = _resolvers(timestamps=False)
 
     def construct_document(self, node: Any) -> Any:
         if isinstance(node, yaml.MappingNode):
+            nested: list[Any] = []
             for key_node, value_node in node.value:
                 if key_node.tag != _STR_TAG:
                     raise RefusedYAML(
@@ -94,7 +109,25 @@ class TextLoader(StrictLoader):
                     )
                 if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
                     value_node.tag = _STR_TAG
+                elif not isinstance(value_node, yaml.ScalarNode):
+                    nested.append(value_node)
+            while nested:  # iterative: the composer allows deeper nesting than recursion
+                item = nested.pop()
+                if isinstance(item, yaml.ScalarNode):
+                    if item.tag in _NUMBER_TAGS and _JSON_NUMBER.fullmatch(item.value):
+                        item.tag = _NUMBER_TEXT_TAG
+                elif isinstance(item, yaml.MappingNode):
+                    nested.extend(value for _, value in item.value)  # keys stay as they are
+                else:
+                    nested.extend(item.value)
         return super().construct_document(node)
+
+
+def _construct_number_text(loader: Any, node: Any) -> NumberText:
+    return NumberText(node.value)
+
+
+TextLoader.add_constructor(_NUMBER_TEXT_TAG, _construct_number_text)
 
 
 class _Verbatim(str):

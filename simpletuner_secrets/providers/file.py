@@ -31,6 +31,7 @@ from ..keys import normalize_key
 from ._yaml_text import (
     Dumper,
     EditRefused,
+    NumberText,
     RefusedYAML,
     RewriteLoader,
     TextLoader,
@@ -522,9 +523,8 @@ class FileSecretProvider(DocumentSecretProvider):
 
     def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
         data = _parse(path, raw, text_scalars=True)
-        if not _is_yaml(path):
-            data = _json_values_as_text(data)
         try:
+            data = _json_values_as_text(data)
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
         except ProviderError as exc:
             raise SecretFileError(str(exc), path=path) from None
@@ -885,7 +885,7 @@ def _os_reason(exc: OSError) -> str:
 def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     """Parse a file's bytes as JSON or YAML (by extension); a blank file is empty.
 
-    JSON numbers always come back as `_JSONNumber` text; ``text_scalars`` picks the YAML
+    JSON numbers always come back as `NumberText` text; ``text_scalars`` picks the YAML
     loader (the read's, or the rewrite's that keeps native values).
 
     Parser messages quote the offending line, which may hold a secret: only the path, the line
@@ -909,7 +909,7 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
             return {} if data is None else data
         # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
         return json.loads(
-            text, parse_float=_JSONNumber, parse_int=_JSONNumber, parse_constant=_JSONNumber
+            text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText
         )
     except json.JSONDecodeError as exc:
         line = exc.lineno
@@ -930,12 +930,6 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
 
 
-class _JSONNumber(str):
-    """A JSON number, or NaN/Infinity, as the text it was written as."""
-
-    __slots__ = ()
-
-
 def _json_values_as_text(data: Any) -> Any:
     """A parsed JSON object with its top-level values ready for `document_from_mapping`:
     numbers as written, objects and arrays as compact JSON text with their numbers as written.
@@ -951,10 +945,17 @@ def _json_values_as_text(data: Any) -> Any:
     for key, value in data.items():
         if isinstance(value, (dict, list)):
             value = _json_text(value)
-        elif isinstance(value, _JSONNumber):
+        elif isinstance(value, NumberText):
             value = str(value)
         texts[key] = value
     return texts
+
+
+def _json_key(key: Any) -> str:
+    """A member name as `json.dumps` writes it: a YAML key 1, true or null becomes "1"."""
+    if isinstance(key, str):
+        return json.dumps(key, ensure_ascii=False)
+    return json.dumps({key: 0}, ensure_ascii=False)[1:-4]
 
 
 def _json_text(value: Any) -> str:
@@ -966,7 +967,7 @@ def _json_text(value: Any) -> str:
         item = stack.pop()
         if type(item) is tuple:  # punctuation queued with the members below
             parts.append(item[0])
-        elif isinstance(item, _JSONNumber):
+        elif isinstance(item, NumberText):
             parts.append(str(item))
         elif isinstance(item, str):
             parts.append(json.dumps(item, ensure_ascii=False))
@@ -974,7 +975,7 @@ def _json_text(value: Any) -> str:
             parts.append("{")
             queued: list[Any] = []
             for i, (key, member) in enumerate(item.items()):
-                queued.append(("," * bool(i) + json.dumps(key, ensure_ascii=False) + ":",))
+                queued.append(("," * bool(i) + _json_key(key) + ":",))
                 queued.append(member)
             queued.append(("}",))
             stack.extend(reversed(queued))

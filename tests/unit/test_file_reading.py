@@ -181,3 +181,11 @@ def test_lookups_during_repeated_truncate_and_rewrite_never_answer_none(
     assert provider.parses > 10, "the lookups did not re-read the file"
     assert None not in answers
     assert set(answers) <= {f"{SECRET}-0", f"{SECRET}-1"}
+
+
+async def test_yaml_numbers_inside_objects_and_arrays_keep_their_text(tmp_path: Path) -> None:
+    """Inside a YAML object or array a JSON number keeps the text written (1.50, 2.0e+3, -0),
+    as in JSON files; YAML-only forms are converted (0x1F is 31); keys follow json.dumps."""
+    path = write(tmp_path / "s.yaml", "N: {a: 1.50, b: [2.0e+3, -0, 0x1F], 1: x}\nM: [1.50]\n")
+    document = dict(await FileSecretProvider(path).document())
+    assert document == {"N": '{"a":1.50,"b":[2.0e+3,-0,31],"1":"x"}', "M": "[1.50]"}
