@@ -687,12 +687,15 @@ class FileSecretProvider(DocumentSecretProvider):
         bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
         text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
         for style in value_styles():
+            invalid = False
             try:
                 edited = edit_yaml(text, nkey, value, style)
             except EditRefused:
                 break
             except ValueError:
-                _invalid_key(path)  # not chained: the error is raised outside this handler
+                invalid = True  # raised below, outside the handler: nothing chained
+            if invalid:
+                _invalid_key(path)
             if edited is None:
                 return None
             body = bom + _encoded(path, edited)
