@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,32 @@ async def test_yaml_numbers_inside_objects_and_arrays_keep_their_text(tmp_path: 
     path = write(tmp_path / "s.yaml", "N: {a: 1.50, b: [2.0e+3, -0, 0x1F], 1: x}\nM: [1.50]\n")
     document = dict(await FileSecretProvider(path).document())
     assert document == {"N": '{"a":1.50,"b":[2.0e+3,-0,31],"1":"x"}', "M": "[1.50]"}
+
+
+class _EmptiedMidRead(FileSecretProvider):
+    """Reads the file empty once, with the stat of the full file: as when an editor truncates
+    it between the provider's stat and its read (then writes it again, same size, same tick)."""
+
+    empty_reads = 0
+
+    def _read_bytes(self, path: Path, st: os.stat_result, *, is_link: bool) -> Any:
+        raw, fst = super()._read_bytes(path, st, is_link=is_link)
+        if self.empty_reads:
+            self.empty_reads -= 1
+            return b"", fst
+        return raw, fst
+
+
+async def test_file_emptied_mid_read_is_read_again_at_the_next_check(tmp_path: Path) -> None:
+    """A read that finds the file empty while its stat says otherwise is not remembered as
+    that file state: at the next check the same (full) file is read again and served."""
+    clock = FakeClock()
+    path = write(tmp_path / "s.json", json.dumps({"A": "old-value"}))
+    provider = _EmptiedMidRead(path, timer=clock)
+    assert await provider.get("A") == "old-value"
+    write(path, json.dumps({"A": "new-value"}))
+    provider.empty_reads = 1
+    clock.tick(1.5)
+    assert await provider.get("A") == "old-value"  # the last good document meanwhile
+    clock.tick(1.5)
+    assert await provider.get("A") == "new-value"
