@@ -491,11 +491,18 @@ def _replace(text: str, root: Any, member: _Member, nkey: str, value: str, style
         end = line_end
     elif _style(old) in ("|", ">") and text[end - 1 : end] in _BREAKS:
         scalar += nl  # the old block's line break stays a line break
-    space = "" if text[start - 1 : start] in (" ", "\t", "\n", "\r") else " "
+    middle = text[key.end_mark.index : start]
+    colon = middle.find(":")
+    if not flow and colon >= 0 and not middle[:colon].strip(" \t") and "#" not in middle:
+        # "KEY:" then the value on the lines below (a sequence PyYAML writes unindented, say):
+        # the new value goes on the key's line.
+        middle, space = middle[: colon + 1], " "
+    else:
+        space = "" if text[start - 1 : start] in (" ", "\t", "\n", "\r") else " "
     return (
         text[: key.start_mark.index]
         + _key_text(nkey, _style(key))
-        + text[key.end_mark.index : start]
+        + middle
         + space
         + scalar
         + text[end:]

@@ -44,6 +44,29 @@ def run(path: Path, key: str, value: str | None) -> bool | None:
     return asyncio.run(main())
 
 
+class Rewrites(logging.Handler):
+    """Counts the warnings that a file was written again whole instead of edited in place."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "written again whole" in record.getMessage()
+
+
+def run_counting_rewrites(path: Path, key: str, value: str | None) -> int:
+    """`run`, returning how many whole rewrites it logged (0: the file was edited in place)."""
+    handler = Rewrites()
+    logger = logging.getLogger("simpletuner_secrets")
+    logger.addHandler(handler)
+    try:
+        run(path, key, value)
+    finally:
+        logger.removeHandler(handler)
+    return handler.count
+
+
 def read(path: Path) -> dict[str, str]:
     """The whole document as a fresh provider reads it."""
 
@@ -405,3 +428,78 @@ def test_json_write_changes_only_its_key(
         for piece in member_texts(others, indent, separators):
             if "\n" not in piece:
                 assert " " * indent + piece in lines
+
+
+def member_spans(text: str) -> dict[str, str]:
+    """Each top-level member's own text (from its key to its value's end), by key."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None or not isinstance(root, yaml.MappingNode):
+        return {}
+    spans = {}
+    for key, value in root.value:
+        end = value.end_mark.index
+        if isinstance(value, yaml.ScalarNode) and value.style in ("|", ">"):
+            end = len(text[:end].rstrip())
+        spans[key.value] = text[key.start_mark.index : end]
+    return spans
+
+
+pyyaml_values = st.one_of(
+    st.text(max_size=30),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    members=st.dictionaries(st.sampled_from(SPELLINGS), pyyaml_values, max_size=5),
+    style=st.sampled_from([None, "'", '"', "|"]),
+    flow=st.sampled_from([False, True, None]),
+    width=st.sampled_from([20, 80]),
+    start=st.booleans(),
+    key=st.sampled_from(KEYS),
+    value=st.one_of(st.none(), VALUES),
+)
+def test_yaml_files_written_by_pyyaml_are_edited_in_place(
+    members: dict[str, Any],
+    style: str | None,
+    flow: bool | None,
+    width: int,
+    start: bool,
+    key: str,
+    value: str | None,
+) -> None:
+    """Files PyYAML writes in any of its styles (quoted, literal, flow, folded long lines,
+    explicit start): an edit reads back right, and every other member's text is unchanged."""
+    if style is not None:  # a forced style tags every other type (!!int "1"): texts only
+        members = {k: v if isinstance(v, str) else json.dumps(v) for k, v in members.items()}
+    text = yaml.safe_dump(
+        members,
+        default_style=style,
+        default_flow_style=flow,
+        width=width,
+        explicit_start=start,
+        allow_unicode=True,
+        sort_keys=False,
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = write(Path(directory) / "s.yaml", text)
+        before = read(path)
+        rewrites = run_counting_rewrites(path, key, value)
+        after_text = path.read_text()
+        after = read(path)
+    expected = dict(before)
+    expected.pop(key, None)
+    if value is not None:
+        expected[key] = value
+    assert after == expected
+    assert rewrites == 0, "written again whole instead of edited in place"
+    old_spans, new_spans = member_spans(text), member_spans(after_text)
+    for name, span in old_spans.items():
+        if normalize_key(str(name)) != key:
+            assert new_spans.get(name) == span, (name, text, after_text)
