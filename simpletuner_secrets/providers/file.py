@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import anyio
 import yaml
@@ -37,6 +37,16 @@ from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
 from ._common import text_setting
+from ._yaml_text import (
+    Dumper,
+    EditRefused,
+    NumberText,
+    RefusedYAML,
+    RewriteLoader,
+    TextLoader,
+    edit_yaml,
+    value_styles,
+)
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
 
 __all__ = ["FileSecretProvider"]
@@ -50,8 +60,6 @@ DEFAULT_MAX_FILE_SIZE = 1_048_576
 #: Seconds between two checks of the file for changes.
 RECHECK_S = 1.0
 _TMP_MARK = ".tmp-"
-_STR_TAG = "tag:yaml.org,2002:str"
-_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Signature = tuple[int, int, int, int]
 
 # Reads and writes get limiters of their own, so a writer blocked on another process's lock
@@ -62,117 +70,6 @@ _WRITES = LoopLimiters(2)
 
 def _temp_suffix() -> str:
     return secrets.token_hex(8)
-
-
-class _RefusedYAML(yaml.MarkedYAMLError):
-    """A construct the strict loader refuses; its text is ours, never the document's."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that also refuses anchors, aliases and every explicit tag.
-
-    ``safe_load`` follows aliases, and nested aliases explode when turned to text (billion
-    laughs); a secrets file has no need for either, nor for tags. This loader builds native
-    values; the update path uses it so that a rewrite keeps the file's types.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _RefusedYAML(
-                problem="anchors and aliases are not allowed", problem_mark=event.start_mark
-            )
-        if getattr(event, "tag", None) is not None:
-            raise _RefusedYAML(
-                problem="explicit tags are not allowed", problem_mark=event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-class _TextLoader(_StrictLoader):
-    """The read loader: top-level numbers keep the text they were written as; no dates.
-
-    YAML 1.1 reads ``0123`` as 83, ``12:34`` as 754 and ``0x1F`` as 31; for a secret, the text
-    written is the value meant. Top-level keys must be plain strings.
-    """
-
-    def construct_document(self, node: Any) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.tag != _STR_TAG:
-                    raise _RefusedYAML(
-                        problem="keys must be strings", problem_mark=key_node.start_mark
-                    )
-                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
-                    value_node.tag = _STR_TAG
-        return super().construct_document(node)
-
-
-_TextLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-class _Verbatim(str):
-    """A top-level number or timestamp of a file being rewritten, as the text it was written.
-
-    A rewrite must change only the key written: PyYAML would turn ``0123`` into ``83``,
-    ``1.50`` into ``1.5`` and reformat a timestamp, and reads answer the text written.
-    """
-
-    __slots__ = ("tag",)
-    tag: str
-
-    def __new__(cls, text: str, tag: str) -> _Verbatim:
-        kept = super().__new__(cls, text)
-        kept.tag = tag
-        return kept
-
-
-_VERBATIM_PREFIX = "tag:simpletuner-secrets,2026:verbatim:"
-_VERBATIM_TAGS = (*_NUMBER_TAGS, "tag:yaml.org,2002:timestamp")
-
-
-class _RewriteLoader(_StrictLoader):
-    """The loader of a rewrite: native values, but top-level numbers and timestamps verbatim."""
-
-    def construct_document(self, node: Any) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            for _, value_node in node.value:
-                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _VERBATIM_TAGS:
-                    value_node.tag = _VERBATIM_PREFIX + value_node.tag
-        return super().construct_document(node)
-
-
-def _construct_verbatim(loader: Any, tag: str, node: Any) -> _Verbatim:
-    return _Verbatim(node.value, tag)
-
-
-_RewriteLoader.add_multi_constructor(_VERBATIM_PREFIX, _construct_verbatim)
-
-
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, except that a string holding NEL (U+0085) is always double-quoted.
-
-    With ``allow_unicode`` PyYAML writes NEL raw inside a single-quoted or plain scalar, where
-    YAML reads it as a line break and folds it to a space: the value would change on disk.
-    Double quotes escape it as ``\\N``.
-    """
-
-    def analyze_scalar(self, scalar: str) -> Any:
-        analysis = super().analyze_scalar(scalar)
-        if "\x85" in scalar:
-            analysis.allow_flow_plain = analysis.allow_block_plain = False
-            analysis.allow_single_quoted = analysis.allow_block = False
-        return analysis
-
-
-def _represent_verbatim(dumper: Any, data: _Verbatim) -> Any:
-    return dumper.represent_scalar(data.tag, str(data))
-
-
-_Dumper.add_representer(_Verbatim, _represent_verbatim)
 
 
 def _again(failure: SecretFileError) -> SecretFileError:
@@ -233,11 +130,13 @@ class FileSecretProvider(DocumentSecretProvider):
     lookup in between costs no system call. Concurrent first lookups, from any task, thread or
     event loop, share one read. Writes update the document at once.
 
-    Stale-if-corrupt: a file that turns malformed (or unreadable, or too large) after a good
-    read keeps serving the last good document, with one warning per corrupted file state, and
-    is not parsed again until it changes. `SecretFileError` is raised only when no good document
-    was ever read from the file (also after a deletion: a deleted file is an empty document,
-    and that empty document is not a last good one).
+    Stale-if-corrupt: a file that turns malformed (or unreadable, or too large, or empty: 0
+    bytes or white space, as while an editor saves it) after a good read keeps serving the last
+    good document, with one warning per corrupted file state, and is not parsed again until it
+    changes; an INFO line says when it reads again. `SecretFileError` is raised only when no
+    good document was ever read from the file (also after a deletion: a deleted file is an
+    empty document, and that empty document is not a last good one). A file empty at the
+    first read is an empty document.
 
     Safety: a group- or world-readable file, a symlink (followed), or a file owned by another
     user is read with one warning per file state, or refused with `SecretFileError` when
@@ -246,8 +145,13 @@ class FileSecretProvider(DocumentSecretProvider):
     writable by others. Errors name the path and line, never a value, and no frame of their
     tracebacks holds the file's text.
 
-    Formats: numbers read back as the text written (``1.50``, ``1e400``). A JSON write edits
-    the file's text, so only the key written changes; YAML is written again by PyYAML.
+    Formats: numbers read back as the text written (``1.50``, ``1e400``); in YAML only
+    ``true``/``false`` (any case) are booleans, ``yes``/``no``/``on``/``off`` are text. A
+    write edits the file's text, so only the key written changes: in JSON the other members
+    keep their order, spacing and number texts; in YAML every other line stays byte for byte
+    (comments, order, quoting, block scalars). A YAML edit is kept only if the file then reads
+    as before but for that key; otherwise (or for a layout the edit does not handle, such as a
+    document that is a lone ``~``) the file is written again whole by PyYAML, with a warning.
 
     Args:
         file_path: The file; None for the default locations.
@@ -297,7 +201,8 @@ class FileSecretProvider(DocumentSecretProvider):
         self._reparse = False  # set by invalidate(): parse even an unchanged file
         self._state_lock = threading.Lock()
         _fork.track(self)
-        self._warned: set[Hashable] = set()
+        self._warned: set[tuple[Hashable, ...]] = set()
+        self._stale = False  # serving the last good document for a file that does not read
         self.parses = 0
 
     def reset_after_fork(self) -> None:
@@ -468,10 +373,18 @@ class FileSecretProvider(DocumentSecretProvider):
             ):
                 raise _again(failure)  # the same malformed file: not parsed again
         try:
-            document, signature = self._read_document(path, st, is_link)
+            read = self._read_document(path, st, is_link)
         except SecretFileError as exc:
             return self._keep_last_good(exc, signature)
-        return self._commit(generation, document, signature)
+        if read.blank:
+            with self._state_lock:
+                had_file = self._document is not None and self._signature is not None
+            if had_file:
+                # Emptied while the service runs (an editor truncates, then writes): treated
+                # like a malformed file, since the next state is most likely the full one.
+                empty = SecretFileError(f"secrets file {path} is empty", path=path)
+                return self._keep_last_good(empty, read.signature, remember=read.settled)
+        return self._commit(generation, read.document, read.signature)
 
     def invalidate(self) -> None:
         """Make the next lookup check and parse the file again, even inside the second.
@@ -497,17 +410,35 @@ class FileSecretProvider(DocumentSecretProvider):
             self._failure = None
             self._reparse = False
             self._fresh_until = self._timer() + RECHECK_S
-            return document
+            recovered = self._end_stale()
+        if recovered:
+            logger.info("secrets file %s reads again; serving its new document", self.path)
+        return document
 
-    def _keep_last_good(self, exc: SecretFileError, signature: _Signature | None) -> dict[str, str]:
+    def _end_stale(self) -> bool:
+        """Called with the state lock held: whether the last good document was being served
+        for a corrupted file, which is over now (so are the warnings it was given)."""
+        if not self._stale:
+            return False
+        self._stale = False
+        self._warned = {marker for marker in self._warned if marker[0] != "corrupt"}
+        return True
+
+    def _keep_last_good(
+        self, exc: SecretFileError, signature: _Signature | None, *, remember: bool = True
+    ) -> dict[str, str]:
+        """Serve the last good document for a file that does not read, warning once for
+        each state of it; ``remember``: the state is not parsed again while it lasts (not for
+        a file that changed while it was read: its next state is read at the next check)."""
         with self._state_lock:
             last = self._document
             if last is None or self._signature is None:
                 self._bad_signature = signature  # `_refresh` keeps the failure with it
                 raise exc
-            self._bad_signature = signature
+            self._bad_signature = signature if remember else None
             self._reparse = False
             self._fresh_until = self._timer() + RECHECK_S
+            self._stale = True
             first = ("corrupt", signature) not in self._warned
             self._warned.add(("corrupt", signature))
         if first:
@@ -613,25 +544,25 @@ class FileSecretProvider(DocumentSecretProvider):
             )
         return raw, fst
 
-    def _read_document(
-        self, path: Path, st: os.stat_result, is_link: bool = False
-    ) -> tuple[dict[str, str], _Signature]:
+    def _read_document(self, path: Path, st: os.stat_result, is_link: bool = False) -> _Read:
         """Read and parse the file; its errors are raised afresh from here (see `_afresh`)."""
         return _afresh(self._load_document, path, st, is_link)
 
-    def _load_document(
-        self, path: Path, st: os.stat_result, is_link: bool
-    ) -> tuple[dict[str, str], _Signature]:
+    def _load_document(self, path: Path, st: os.stat_result, is_link: bool) -> _Read:
         raw, fst = self._read_bytes(path, st, is_link=is_link)
         with self._state_lock:
             self.parses += 1
-        return self._to_document(path, raw), _signature(fst)
+        signature = _signature(fst)
+        content = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
+        blank = not content or content.isspace()  # stops at the first other byte: no copy
+        # Emptied between the stat and the read, or written to while read: a moving file.
+        settled = signature == _signature(st) and fst.st_size == len(raw)
+        return _Read(self._to_document(path, raw), signature, blank, settled)
 
     def _to_document(self, path: Path, raw: bytes) -> dict[str, str]:
         data = _parse(path, raw, text_scalars=True)
-        if not _is_yaml(path):
-            data = _json_values_as_text(data)
         try:
+            data = _json_values_as_text(data)
             return document_from_mapping(data, provider="file", source=f"secrets file {path}")
         except ProviderError as exc:
             raise SecretFileError(str(exc), path=path) from None
@@ -724,24 +655,26 @@ class FileSecretProvider(DocumentSecretProvider):
         self._remove_stale_temporaries(target)
         found = self._stat(target)
         raw: bytes | None = None
+        old: Mapping[str, str] = {}
         if found is not None:
             st, _ = found
             self._check_safety(target, st, is_link=False)
-            raw, _ = self._read_bytes(target, st, is_link=False)
+            raw, fst = self._read_bytes(target, st, is_link=False)
+            # A file that does not read is not edited; one read already is not parsed again.
+            known = self._known_document(fst)
+            old = known if known is not None else self._to_document(target, raw)
         if _is_yaml(target):
-            body = _rewrite_yaml(target, raw, nkey, value)
+            edited = self._edit_yaml(target, raw, old, nkey, value)
+            if edited is None:
+                return False  # nothing to delete
+            body, document = edited
         else:
-            if raw is not None:
-                self._to_document(target, raw)  # a file that does not read is not edited
-            body = _rewrite_json(target, raw, nkey, value)
-        if body is None:
-            return False  # nothing to delete
-        if len(body) > self.max_file_size:
-            raise SecretFileError(
-                f"secrets file {target} would be larger than {self.max_file_size} bytes",
-                path=target,
-            )
-        document = self._to_document(target, body)
+            rewritten = _rewrite_json(target, raw, nkey, value)
+            if rewritten is None:
+                return False  # nothing to delete
+            body = rewritten
+            self._check_size(target, body)
+            document = self._to_document(target, body)
         if cancelled.is_set():
             return False
         self._write_atomically(target, body)
@@ -753,7 +686,80 @@ class FileSecretProvider(DocumentSecretProvider):
             self._bad_signature = None
             self._failure = None
             self._fresh_until = self._timer() + RECHECK_S
+            self._end_stale()
         return True
+
+    def _known_document(self, fst: os.stat_result) -> dict[str, str] | None:
+        """The document already read from the file whose stat is ``fst``, if that is the one."""
+        with self._state_lock:
+            if self._document is not None and self._signature == _signature(fst):
+                return self._document
+        return None
+
+    def _check_size(self, path: Path, body: bytes) -> None:
+        if len(body) > self.max_file_size:
+            raise SecretFileError(
+                f"secrets file {path} would be larger than {self.max_file_size} bytes",
+                path=path,
+            )
+
+    def _edit_yaml(
+        self,
+        path: Path,
+        raw: bytes | None,
+        old: Mapping[str, str],
+        nkey: str,
+        value: str | None,
+    ) -> tuple[bytes, dict[str, str]] | None:
+        """The YAML file's new bytes and document; None when there is nothing to delete.
+
+        The key is edited in the text (`edit_yaml`), and the edit is kept only if the file
+        then reads as the old document with just this key changed; else, or for a layout the
+        edit does not handle, the file is written again whole by PyYAML, with a warning that
+        its comments and formatting were not kept.
+        """
+        expected = dict(old)
+        expected.pop(nkey, None)
+        if value is not None:
+            expected[nkey] = value
+        bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
+        text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
+        for style in value_styles():
+            invalid = False
+            try:
+                edited = edit_yaml(text, nkey, value, style)
+            except EditRefused:
+                break
+            except ValueError:
+                invalid = True  # raised below, outside the handler: nothing chained
+            if invalid:
+                _invalid_key(path)
+            if edited is None:
+                return None
+            body = bom + _encoded(path, edited)
+            self._check_size(path, body)
+            try:
+                document = self._to_document(path, body)
+            except SecretFileError:
+                continue
+            if document == expected:
+                return body, document
+        whole = _rewrite_yaml(path, raw, nkey, value)
+        if whole is None:
+            return None
+        self._check_size(path, whole)
+        document = self._to_document(path, whole)
+        marker = ("rewritten", str(path))
+        with self._state_lock:
+            first = marker not in self._warned
+            self._warned.add(marker)
+        if first:
+            logger.warning(
+                "secrets file %s could not be edited in place; it was written again whole, "
+                "without its comments and formatting",
+                path,
+            )
+        return whole, document
 
     def _write_target(self, path: Path) -> Path:
         """The real file to replace: a symlinked secrets file is written through its link."""
@@ -894,6 +900,15 @@ class FileSecretProvider(DocumentSecretProvider):
             ) from None
 
 
+class _Read(NamedTuple):
+    """One read of the file."""
+
+    document: dict[str, str]
+    signature: _Signature  # of the file opened
+    blank: bool  # it held nothing but white space
+    settled: bool  # its size and times did not change while it was looked at and read
+
+
 def _write_all(fd: int, body: bytes) -> None:
     view = memoryview(body)
     while view:
@@ -911,7 +926,7 @@ def _os_reason(exc: OSError) -> str:
 def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     """Parse a file's bytes as JSON or YAML (by extension); a blank file is empty.
 
-    JSON numbers always come back as `_JSONNumber` text; ``text_scalars`` picks the YAML
+    JSON numbers always come back as `NumberText` text; ``text_scalars`` picks the YAML
     loader (the read's, or the rewrite's that keeps native values).
 
     Parser messages quote the offending line, which may hold a secret: only the path, the line
@@ -930,16 +945,16 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
     reason = "is not valid " + kind
     try:
         if kind == "YAML":
-            loader = _TextLoader if text_scalars else _RewriteLoader
+            loader = TextLoader if text_scalars else RewriteLoader
             data = yaml.load(text, Loader=loader)
             return {} if data is None else data
         # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
         return json.loads(
-            text, parse_float=_JSONNumber, parse_int=_JSONNumber, parse_constant=_JSONNumber
+            text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText
         )
     except json.JSONDecodeError as exc:
         line = exc.lineno
-    except _RefusedYAML as exc:
+    except RefusedYAML as exc:
         reason = f"is refused: {exc.problem}"
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -954,12 +969,6 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         pass
     where = f" at line {line}" if line is not None else ""
     raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
-
-
-class _JSONNumber(str):
-    """A JSON number, or NaN/Infinity, as the text it was written as."""
-
-    __slots__ = ()
 
 
 def _json_values_as_text(data: Any) -> Any:
@@ -977,10 +986,17 @@ def _json_values_as_text(data: Any) -> Any:
     for key, value in data.items():
         if isinstance(value, (dict, list)):
             value = _json_text(value)
-        elif isinstance(value, _JSONNumber):
+        elif isinstance(value, NumberText):
             value = str(value)
         texts[key] = value
     return texts
+
+
+def _json_key(key: Any) -> str:
+    """A member name as `json.dumps` writes it: a YAML key 1, true or null becomes "1"."""
+    if isinstance(key, str):
+        return json.dumps(key, ensure_ascii=False)
+    return json.dumps({key: 0}, ensure_ascii=False)[1:-4]
 
 
 def _json_text(value: Any) -> str:
@@ -992,7 +1008,7 @@ def _json_text(value: Any) -> str:
         item = stack.pop()
         if type(item) is tuple:  # punctuation queued with the members below
             parts.append(item[0])
-        elif isinstance(item, _JSONNumber):
+        elif isinstance(item, NumberText):
             parts.append(str(item))
         elif isinstance(item, str):
             parts.append(json.dumps(item, ensure_ascii=False))
@@ -1000,7 +1016,7 @@ def _json_text(value: Any) -> str:
             parts.append("{")
             queued: list[Any] = []
             for i, (key, member) in enumerate(item.items()):
-                queued.append(("," * bool(i) + json.dumps(key, ensure_ascii=False) + ":",))
+                queued.append(("," * bool(i) + _json_key(key) + ":",))
                 queued.append(member)
             queued.append(("}",))
             stack.extend(reversed(queued))
@@ -1172,7 +1188,8 @@ def _encoded(path: Path, text: str) -> bytes:
 
 
 def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -> bytes | None:
-    """The file's new bytes, written again by PyYAML; None when there is nothing to delete."""
+    """The file's new bytes, written again whole by PyYAML in its order (the fallback of the
+    text edit); None when there is nothing to delete."""
     data: dict[str, Any] = {}
     if raw is not None:
         data = _native_mapping(path, _parse(path, raw, text_scalars=False))
@@ -1181,9 +1198,7 @@ def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     except ValueError:
         spellings = None  # raised below, outside the handler
     if spellings is None:
-        raise SecretFileError(
-            f"secrets file {path} has an invalid key; not rewriting it", path=path
-        )
+        _invalid_key(path)
     if value is None and not spellings:
         return None
     for spelling in spellings:
@@ -1191,6 +1206,10 @@ def _rewrite_yaml(path: Path, raw: bytes | None, nkey: str, value: str | None) -
     if value is not None:
         data[nkey] = value
     return _dump(path, data)
+
+
+def _invalid_key(path: Path) -> NoReturn:
+    raise SecretFileError(f"secrets file {path} has an invalid key; not rewriting it", path=path)
 
 
 def _native_mapping(path: Path, data: Any) -> dict[str, Any]:
@@ -1221,9 +1240,9 @@ def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
     try:
         text = yaml.dump(
             dict(data),
-            Dumper=_Dumper,
+            Dumper=Dumper,
             default_flow_style=False,
-            sort_keys=True,
+            sort_keys=False,
             allow_unicode=True,
         )
         return text.encode("utf-8")

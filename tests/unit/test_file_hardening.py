@@ -612,6 +612,26 @@ async def test_frame_locals_of_a_full_disk_error_hold_no_secret(
     assert SECRET not in shown and NEW_SECRET not in shown
 
 
+@pytest.mark.parametrize("name", ["s.yaml", "s.json"])
+async def test_frame_locals_of_an_edit_too_large_to_write_hold_no_secret(
+    tmp_path: Path, name: str
+) -> None:
+    """A write whose edited file would pass max_file_size is refused naming the path; the
+    frames of the edit (they held the file's text and the new value) are not in the error."""
+    text = f"A: {SECRET}  # a comment\n" if name == "s.yaml" else json.dumps({"A": SECRET})
+    path = write(tmp_path / name, text)
+    before = path.stat().st_size
+    del text  # this frame is on the traceback too
+    provider = FileSecretProvider(path, max_file_size=before + 20)
+    assert await provider.get("A") == SECRET
+    with pytest.raises(SecretFileError, match="would be larger") as info:
+        await provider.set("B", NEW_SECRET)
+    shown = formatted_with_locals(info.value)
+    assert str(path) in shown
+    assert SECRET not in shown and NEW_SECRET not in shown
+    assert path.stat().st_size == before
+
+
 async def test_frame_locals_of_a_refusal_after_a_good_read_hold_no_secret(tmp_path: Path) -> None:
     """A file that turns unsafe after a good read is refused when strict: the last good
     document it held is in no frame of the error."""
