@@ -336,7 +336,7 @@ class SecretsManager:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def set_secret(self, key: str, value: str) -> str:
+    async def set_secret(self, key: str, value: str) -> None:
         """Write ``key`` to the secrets file (the configured ``file_path``, else the default).
 
         Args:
@@ -344,8 +344,8 @@ class SecretsManager:
                 ``-`` and ``.``, starting with a letter or ``_``.
             value: The secret; must be a non-empty string.
 
-        Returns:
-            The name stored: the normalized key (``"hf-token2"`` stores ``"HF_TOKEN2"``).
+        The key is stored normalized (``"hf-token2"`` stores ``HF_TOKEN2``; `validate_key`
+        returns that name without writing).
 
         Raises:
             ValueError: The key is outside the grammar (``"my key"``, ``"../etc/x"``), or the
@@ -363,9 +363,8 @@ class SecretsManager:
             box.clear()
             raise
         await self._writes.set(nkey, box)
-        return nkey
 
-    def set_replicate_token(self, token: str) -> Awaitable[str]:
+    def set_replicate_token(self, token: str) -> Awaitable[None]:
         """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
 
         A plain function returning `set_secret`'s coroutine: no frame of its own holds the
@@ -373,7 +372,7 @@ class SecretsManager:
         """
         return self.set_secret(REPLICATE_API_TOKEN, token)
 
-    def set_hf_token(self, token: str) -> Awaitable[str]:
+    def set_hf_token(self, token: str) -> Awaitable[None]:
         """Write ``HF_TOKEN`` to the secrets file (await it; see `set_replicate_token`)."""
         return self.set_secret(HF_TOKEN, token)
 

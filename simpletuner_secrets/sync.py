@@ -161,31 +161,31 @@ class SyncSecretsManager:
         """Blocking `SecretsManager.get_webhook_secret`."""
         return self.get(CLOUD_WEBHOOK_SECRET)
 
-    def set_secret(self, key: str, value: str) -> str:
-        """Blocking `SecretsManager.set_secret`; returns the name stored (normalized)."""
+    def set_secret(self, key: str, value: str) -> None:
+        """Blocking `SecretsManager.set_secret`."""
         box = [value]  # handed on without staying in this frame's locals (see `_write`)
         del value
-        return self._write(lambda secret: self._manager.set_secret(key, secret), box)
+        self._write(lambda secret: self._manager.set_secret(key, secret), box)
 
-    def _write(self, write: Callable[[str], Awaitable[str]], box: list[str]) -> str:
+    def _write(self, write: Callable[[str], Awaitable[None]], box: list[str]) -> None:
         # The caller's value arrives in a one-item box, emptied as the write starts or on
         # failure: no frame an error passes keeps it in its locals (error trackers record them).
         try:
-            return self._run(lambda: write(box.pop()))
+            self._run(lambda: write(box.pop()))
         finally:
             box.clear()
 
-    def set_replicate_token(self, token: str) -> str:
-        """Blocking `SecretsManager.set_replicate_token`; returns the name stored."""
+    def set_replicate_token(self, token: str) -> None:
+        """Blocking `SecretsManager.set_replicate_token`."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        return self._write(self._manager.set_replicate_token, box)
+        self._write(self._manager.set_replicate_token, box)
 
-    def set_hf_token(self, token: str) -> str:
-        """Blocking `SecretsManager.set_hf_token`; returns the name stored."""
+    def set_hf_token(self, token: str) -> None:
+        """Blocking `SecretsManager.set_hf_token`."""
         box = [token]  # handed on without staying in this frame's locals (see `_write`)
         del token
-        return self._write(self._manager.set_hf_token, box)
+        self._write(self._manager.set_hf_token, box)
 
     def delete_secret(self, key: str) -> bool:
         """Blocking `SecretsManager.delete_secret`."""

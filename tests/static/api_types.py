@@ -28,8 +28,8 @@ async def manager_results(manager: SecretsManager) -> None:
     """The manager's lookups, writes and reports."""
     assert_type(await manager.get("HF_TOKEN"), str | None)
     assert_type(await manager.get("HF_TOKEN", "fallback"), str)
-    assert_type(await manager.set_secret("hf-token2", "value"), str)
-    assert_type(await manager.set_hf_token("value"), str)
+    assert_type(await manager.set_secret("hf-token2", "value"), None)
+    assert_type(await manager.set_hf_token("value"), None)
     assert_type(await manager.delete_secret("HF_TOKEN"), bool)
     explained = await manager.explain("HF_TOKEN")
     assert_type(explained, ExplainResult)
@@ -50,7 +50,7 @@ def sync_results(manager: SecretsManager) -> None:
     """The sync facade returns the same shapes."""
     assert_type(manager.sync.get("HF_TOKEN"), str | None)
     assert_type(manager.sync.get("HF_TOKEN", "fallback"), str)
-    assert_type(manager.sync.set_secret("hf-token2", "value"), str)
+    assert_type(manager.sync.set_secret("hf-token2", "value"), None)
     assert_type(manager.sync.explain("HF_TOKEN"), ExplainResult)
     assert_type(manager.sync.stats(), ManagerStats)
 

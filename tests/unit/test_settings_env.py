@@ -123,7 +123,7 @@ async def test_file_settings_come_from_their_variables(tmp_path: Path) -> None:
         (file,) = [p for p in m.providers if isinstance(p, FileSecretProvider)]
         assert (file.path, file.strict_permissions, file.max_file_size) == (path, True, 4096)
         assert m.get_secrets_file_path() == path
-        assert await m.set_secret("db-password", "pw-value-1") == "DB_PASSWORD"
+        await m.set_secret("db-password", "pw-value-1")
         assert "DB_PASSWORD" in path.read_text()
         assert await m.get("db.password") == "pw-value-1"
 
@@ -280,17 +280,18 @@ async def test_set_secret_refuses_a_key_outside_the_grammar_and_writes_nothing(
             with pytest.raises(ValueError, match="invalid secret key"):
                 await m.set_secret(key, "value-never-written")
         assert json.loads(path.read_text()) == {"A": "1"}
-        assert await m.set_secret("hf-token2", "hf-value-2") == "HF_TOKEN2"
+        assert validate_key("hf-token2") == "HF_TOKEN2"  # the name a write stores, no write
+        await m.set_secret("hf-token2", "hf-value-2")
         assert json.loads(path.read_text()) == {"A": "1", "HF_TOKEN2": "hf-value-2"}
-        assert await m.set_hf_token("hf-value-3") == "HF_TOKEN"
 
 
-def test_sync_set_secret_reports_the_stored_name(tmp_path: Path) -> None:
-    """The sync facade's writes return the normalized name too."""
-    m = SecretsManager(config={"file_path": str(tmp_path / "s.json")}, environ={})
+def test_sync_set_secret_stores_the_normalized_name(tmp_path: Path) -> None:
+    """The sync facade's writes store the normalized name, as `validate_key` reports it."""
+    path = tmp_path / "s.json"
+    m = SecretsManager(config={"file_path": str(path)}, environ={})
     try:
-        assert m.sync.set_secret("replicate.api-token", "r8-value-1") == "REPLICATE_API_TOKEN"
-        assert m.sync.set_replicate_token("r8-value-2") == "REPLICATE_API_TOKEN"
+        m.sync.set_secret("replicate.api-token", "r8-value-1")
+        assert json.loads(path.read_text()) == {validate_key("replicate.api-token"): "r8-value-1"}
     finally:
         m.sync.close()
 
@@ -328,9 +329,9 @@ def test_settings_present_but_extra_missing_warns_naming_the_extra(
 def test_no_settings_and_no_extra_stays_a_debug_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Nothing configured for AWS or Vault: their absence is no warning."""
+    """Nothing configured for AWS, Vault or a secrets directory: their absence is no warning."""
     with caplog.at_level(logging.DEBUG, logger="simpletuner_secrets"):
         m = SecretsManager(environ={"HOME": str(tmp_path)})
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-    assert {left.provider for left in m.left_out} == {"aws", "vault"}
+    assert {left.provider for left in m.left_out} == {"aws", "dir", "vault"}
     assert not any(left.misconfigured for left in m.left_out)
