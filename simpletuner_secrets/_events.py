@@ -80,6 +80,8 @@ def call_safely(callback: Callable[..., Any], what: str, *args: Any) -> None:
         try:
             task = asyncio.ensure_future(result)
         except RuntimeError:  # no running loop: nothing can await it
+            if inspect.iscoroutine(result):
+                result.close()  # no "never awaited" warning on top of this one
             logger.warning("%s callback is async but no event loop runs here", what)
             return
         _pending.add(task)
