@@ -96,8 +96,17 @@ class Results:
         return [a / b for a, b in zip(self.samples[name], self.samples[anchor], strict=True)]
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, sections: Sequence[str] = ()) -> argparse.Namespace:
+    """The common options; ``sections`` (a script's parts) adds ``--only SECTION``: run that
+    part alone (its targets are printed, no results file is written)."""
     parser = argparse.ArgumentParser(description=description)
+    if sections:
+        parser.add_argument(
+            "--only",
+            choices=list(sections),
+            action="append",
+            help="run only this section (may be repeated); the results file is left as it is",
+        )
     parser.add_argument("--rounds", type=int, default=31, help="round-robin samples per contender")
     parser.add_argument("--quick", action="store_true", help="a few short rounds (smoke test)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -225,7 +234,7 @@ def finish(
             f"| {target.label} | {sign} {_number(bound, target.unit)} | {measured} | {spread} "
             f"| {_status(target, s.value, bound)} |"
         )
-    if not args.quick:
+    if not args.quick and not getattr(args, "only", None):
         print(f"\nresults saved to {save(script, rows, targets)}")
     return 0 if ok or not args.check else 1
 

@@ -22,6 +22,7 @@ __all__ = [
     "EventHub",
     "EventKind",
     "EventSource",
+    "LoopRelay",
     "SecretsEvent",
     "call_safely",
 ]
@@ -79,6 +80,8 @@ def call_safely(callback: Callable[..., Any], what: str, *args: Any) -> None:
         try:
             task = asyncio.ensure_future(result)
         except RuntimeError:  # no running loop: nothing can await it
+            if inspect.iscoroutine(result):
+                result.close()  # no "never awaited" warning on top of this one
             logger.warning("%s callback is async but no event loop runs here", what)
             return
         _pending.add(task)
@@ -114,10 +117,63 @@ class EventSource(Protocol):
     """A provider that reports its own events (``login``, ``token_renewed``).
 
     The manager calls `bind_events` once with a function taking the event kind; the provider
-    calls it, with no value, when it logs in or renews its token.
+    calls it, with no value, when it logs in or renews its token, on an event loop (a
+    `LoopRelay` carries the events of worker threads there).
     """
 
     def bind_events(self, emit: Callable[[EventKind], None]) -> None: ...
+
+
+class LoopRelay:
+    """Carries an `EventSource`'s events from its worker threads (a login in a load's thread,
+    a renewal in a background thread) to the event loop that last used the source.
+
+    The hub's listeners run where the resolver's own events do, on a loop: an async listener
+    gets its task there, and a slow one holds up that loop's callbacks, never a login or a
+    renewal. The relay only passes the event kind: nothing of the token goes along. An event
+    that comes while no loop has used the source yet, or after that loop closed, is dropped
+    (logged at DEBUG).
+    """
+
+    __slots__ = ("_emit", "_loop")
+
+    def __init__(self) -> None:
+        self._emit: Callable[[EventKind], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, emit: Callable[[EventKind], None]) -> None:
+        """Take the function the manager gave the source (`EventSource.bind_events`)."""
+        self._emit = emit
+
+    def note_loop(self) -> None:
+        """Called on an event loop each time the source is used there: the events go to that
+        loop from now on. Does nothing while no manager listens."""
+        if self._emit is not None:
+            self._loop = asyncio.get_running_loop()
+
+    def forget_loop(self) -> None:
+        """Drop the loop (in a forked child: the parent's loop thread is gone)."""
+        self._loop = None
+
+    def __call__(self, kind: EventKind) -> None:
+        """Report ``kind``, from any thread; returns at once."""
+        emit, loop = self._emit, self._loop
+        if emit is None:
+            return
+        if loop is None or loop.is_closed():
+            logger.debug("event %s dropped: no open event loop has used its provider", kind)
+            return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            emit(kind)
+            return
+        try:
+            loop.call_soon_threadsafe(emit, kind)
+        except RuntimeError:  # closed meanwhile
+            logger.debug("event %s dropped: its event loop closed", kind)
 
 
 class EventHub:

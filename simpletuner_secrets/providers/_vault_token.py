@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _fork
+from .._events import EventKind
 from ..errors import ProviderError
 from ._common import Masked, WarnOnce, display_url
 from ._vault_auth import VaultAppRoleAuth, VaultAuth, VaultTokenAuth, read_secret_file
@@ -118,6 +119,9 @@ class TokenKeeper:
         timeout: Seconds one login or renewal may take in all.
         timer: The monotonic clock.
         rand: The random source of the jitter.
+        events: Called with ``"login"`` after each login and ``"token_renewed"`` after each
+            renewal that worked, in the thread that did it; it must return at once (the
+            provider's `LoopRelay` hands the event to a loop). Never given a token.
     """
 
     def __init__(
@@ -129,8 +133,10 @@ class TokenKeeper:
         timeout: float,
         timer: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        events: Callable[[EventKind], None] | None = None,
     ) -> None:
         self.auth = auth
+        self._events = events
         self._client = client
         self._url = url
         self._timeout = timeout
@@ -329,6 +335,7 @@ class TokenKeeper:
             )
         else:
             logger.info("vault: logged in with %s", self.auth.describe())
+        self._report("login")
 
     def _login(self, deadline: Deadline) -> Login:
         """One login request (two for a wrapped secret id, the first time)."""
@@ -479,14 +486,27 @@ class TokenKeeper:
             logger.log(level, "vault: renewing the token failed: %s; retrying", problem)
             return False
         with self._state:
-            if generation == self.generation:
+            renewed = generation == self.generation
+            if renewed:
                 self.issued_at = started
                 self.lease_s = login.lease_s
                 self.renewable = login.renewable
                 self.renewals += 1
                 self._schedule_locked()
         logger.debug("vault: token renewed for %.0f s", login.lease_s)
+        if renewed:
+            self._report("token_renewed")
         return True
+
+    def _report(self, kind: EventKind) -> None:
+        """Tell the manager's listeners (``events``); a failure there never fails a login."""
+        events = self._events
+        if events is None:
+            return
+        try:
+            events(kind)
+        except Exception as exc:  # the relay only schedules; a bug there must not stop renewal
+            logger.warning("vault: reporting a %s event failed: %s", kind, type(exc).__name__)
 
     # -- the end -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 
 from .. import _fork
+from .._events import EventKind, LoopRelay
 from ..errors import ConfigurationError, ProviderError
 from ._common import (
     Masked,
@@ -370,8 +371,11 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self.max_document_size = max_document_size
         self._client: Any = None
         self._client_lock = threading.Lock()
+        # Logins and renewals happen in worker threads; their events reach the manager's
+        # listeners on the loop that last loaded (SPEC 10: `login`, `token_renewed`).
+        self._events = LoopRelay()
         self._keeper = TokenKeeper(
-            self.auth, self._client_or_create, url=url or "", timeout=timeout
+            self.auth, self._client_or_create, url=url or "", timeout=timeout, events=self._events
         )
         _fork.track(self)
         self._warned = WarnOnce()
@@ -423,6 +427,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self._client_lock = threading.Lock()
         self._loads = set()
         self._loads_lock = threading.Lock()
+        self._events.forget_loop()
 
     # -- settings ----------------------------------------------------------------------
 
@@ -505,6 +510,16 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         """Return whether hvac is importable and an address and a way to a token are set."""
         return not self.missing_settings() and _hvac_installed()
 
+    def bind_events(self, emit: Callable[[EventKind], None]) -> None:
+        """Report ``login`` and ``token_renewed`` to ``emit`` (the `EventSource` protocol;
+        the manager calls this once).
+
+        Logins and renewals run in worker threads: each event is handed to the event loop
+        that last loaded this provider and ``emit`` runs there, so a listener never holds up
+        a renewal. An event carries the kind alone, never the token.
+        """
+        self._events.bind(emit)
+
     def auth_status(self) -> dict[str, Any]:
         """The auth method, its mount, the token's remaining TTL and the login and renewal
         counters, without I/O; never a token or a login secret.
@@ -555,6 +570,7 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         missing = self.missing_settings()
         if missing:
             raise ConfigurationError(f"vault: missing settings: {', '.join(missing)}")
+        self._events.note_loop()
         # A caller's timeout (the manager's provider_timeout) ends the wait at once; the
         # thread goes on until its load's deadline at most, holding its worker slot.
         document, absent = await WORKERS.run(self._load_blocking)

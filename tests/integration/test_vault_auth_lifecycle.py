@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from simpletuner_secrets import SecretsManager, VaultAppRoleAuth
+from simpletuner_secrets import SecretsEvent, SecretsManager, VaultAppRoleAuth
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
 from tests.heartbeat import max_gap_during
 from tests.leak_audit import register_secret
@@ -124,3 +125,111 @@ async def test_renewals_and_relogins_never_block_the_loop(bao: BaoServer, tmp_pa
     assert set(answers) == {"hf_beat"}
     assert status["renewals"] >= 1 and status["logins"] >= 2, status
     assert stall < 0.1, f"the event loop stalled {stall * 1000:.0f} ms"
+
+
+def short_lived_role(
+    bao: BaoServer, value: str, ttl: str, max_ttl: str
+) -> tuple[str, str, str, str]:
+    """A KV secret and an AppRole reading it with short-lived tokens: (mount, path, role id,
+    secret id), the secret id registered with the leak audit."""
+    mount = f"approle-{secrets.token_hex(4)}"
+    path = f"events-{secrets.token_hex(4)}"
+    bao.cli("kv", "put", f"secret/{path}", f"HF_TOKEN={value}")
+    policy = f"events-{secrets.token_hex(4)}"
+    hcl = f'path "secret/data/{path}" {{ capabilities = ["read"] }}'
+    bao.cli("policy", "write", policy, "-", input=hcl)
+    bao.cli("auth", "enable", f"-path={mount}", "approle")
+    bao.cli(
+        "write",
+        f"auth/{mount}/role/app",
+        f"token_policies={policy}",
+        f"token_ttl={ttl}",
+        f"token_max_ttl={max_ttl}",
+    )
+    role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
+    secret_id = bao.cli(
+        "write", "-f", "-field=secret_id", f"auth/{mount}/role/app/secret-id"
+    ).stdout.strip()
+    register_secret(secret_id)
+    return mount, path, role_id, secret_id
+
+
+async def test_login_and_renewal_are_events_on_the_managers_loop(
+    bao: BaoServer, tmp_path: Path
+) -> None:
+    """on_event gets `login` on first use and `token_renewed` after the keeper's background
+    renewal (ttl=2s tokens), on the manager's loop thread, with no value, secret id or token
+    in any field."""
+    mount, path, role_id, secret_id = short_lived_role(bao, "hf_events", "2s", "60s")
+    home = tmp_path / "home"
+    home.mkdir()
+    vault = HashiCorpVaultProvider(
+        bao.url,
+        path=path,
+        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
+        environ={"HOME": str(home)},
+    )
+    events: list[SecretsEvent] = []
+    threads: set[int] = set()
+    tokens: set[str] = set()
+
+    def listener(event: SecretsEvent) -> None:
+        events.append(event)
+        threads.add(threading.get_ident())
+        token = vault._keeper._token  # to check that no event holds it
+        if token is not None:
+            tokens.add(token.reveal())
+
+    manager = SecretsManager(
+        providers=[vault], cache_ttl=60, on_provider_error="raise", on_event=listener
+    )
+    try:
+        assert await asyncio.wait_for(manager.get("HF_TOKEN"), LOOKUP_GUARD_S) == "hf_events"
+        deadline = time.monotonic() + 20.0  # a wide hang guard: a renewal is due after ~1.5 s
+        while not any(e.kind == "token_renewed" for e in events):
+            assert time.monotonic() < deadline, f"no token_renewed event: {events}"
+            await asyncio.sleep(0.05)
+        status = vault.auth_status()
+    finally:
+        await manager.aclose()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "login" and "token_renewed" in kinds, kinds
+    assert status["renewals"] >= 1
+    assert threads == {threading.get_ident()}
+    assert {(e.provider, e.key, e.age_s) for e in events} == {("vault", None, None)}
+    for event in events:
+        text = repr(event)
+        assert "hf_events" not in text and secret_id not in text and role_id not in text
+        assert all(token not in text for token in tokens)
+    assert tokens
+
+
+def test_the_sync_facade_gets_login_events_on_its_own_loop(bao: BaoServer, tmp_path: Path) -> None:
+    """Through `m.sync.get` the login is an event too, delivered on the facade's loop thread,
+    never in the worker thread that logged in."""
+    mount, path, role_id, secret_id = short_lived_role(bao, "hf_sync_events", "60s", "120s")
+    home = tmp_path / "home"
+    home.mkdir()
+    vault = HashiCorpVaultProvider(
+        bao.url,
+        path=path,
+        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
+        environ={"HOME": str(home)},
+    )
+    got: list[tuple[SecretsEvent, str]] = []
+    manager = SecretsManager(
+        providers=[vault],
+        cache_ttl=60,
+        on_provider_error="raise",
+        on_event=lambda event: got.append((event, threading.current_thread().name)),
+    )
+    try:
+        assert manager.sync.get("HF_TOKEN") == "hf_sync_events"
+        deadline = time.monotonic() + LOOKUP_GUARD_S
+        while not got:
+            assert time.monotonic() < deadline, "no login event"
+            time.sleep(0.01)
+    finally:
+        manager.sync.close()
+    assert got[0][0] == SecretsEvent("login", "vault")
+    assert {name for _, name in got} == {"simpletuner-secrets-sync"}  # the facade's loop

@@ -54,3 +54,18 @@ def test_check_fails_only_for_a_missed_target() -> None:
     assert "### Targets" in proc.stdout, proc.stderr
     missed = "| MISSED" in proc.stdout
     assert proc.returncode == (1 if missed else 0), proc.stdout + proc.stderr
+
+
+def test_only_runs_the_named_section_and_writes_no_results() -> None:
+    """`bench_manager.py --only vault-login` prints that row alone (on a real OpenBao it starts)
+    and leaves the saved results file untouched."""
+    saved = BENCH / "results" / "bench_manager.json"
+    before = saved.read_bytes() if saved.exists() else None
+    proc = run("bench_manager.py", "--only", "vault-login", "--rounds", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| warm await m.get")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| warm await m.get, Vault AppRole login vs given token"
+    ]
+    assert "results saved" not in proc.stdout
+    assert (saved.read_bytes() if saved.exists() else None) == before

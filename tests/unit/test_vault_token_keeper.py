@@ -6,11 +6,15 @@ requests carry a token."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
+
 from simpletuner_secrets import VaultAgentAuth, VaultAppRoleAuth
+from simpletuner_secrets._events import EventKind
 from simpletuner_secrets.providers._vault_http import Deadline
-from simpletuner_secrets.providers._vault_token import BACKOFF_MIN_S, TokenKeeper
+from simpletuner_secrets.providers._vault_token import BACKOFF_MIN_S, Action, TokenKeeper
 from tests.clock import FakeClock
 
 SECRET_ID = "secret-id-unit-3b9f0a77"
@@ -38,6 +42,7 @@ class Adapter:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool, dict[str, Any] | None]] = []
         self.issued = 0
+        self.refuse_renewal = False
 
     def request(self, method: str, url: str, *, headers: dict[str, str], **kwargs: Any) -> Response:
         path = url.removeprefix("/v1/")
@@ -46,6 +51,8 @@ class Adapter:
             if headers.get("X-Vault-Token") != WRAPPING_SECRET:
                 return Response(400, {"errors": ["wrapping token is not valid or does not exist"]})
             return Response(200, {"data": {"secret_id": SECRET_ID}})
+        if path == "auth/token/renew-self" and self.refuse_renewal:
+            return Response(403, {"errors": ["permission denied"]})
         self.issued += 1
         auth = {
             "client_token": f"token-{self.issued:04d}-unit",
@@ -61,10 +68,17 @@ class Client:
         self.adapter = Adapter()
 
 
-def keeper_for(auth: Any, clock: FakeClock) -> tuple[TokenKeeper, Adapter]:
+def keeper_for(
+    auth: Any, clock: FakeClock, events: list[EventKind] | None = None
+) -> tuple[TokenKeeper, Adapter]:
     client = Client()
     keeper = TokenKeeper(
-        auth, lambda: client, url="http://127.0.0.1:8200", timeout=5.0, timer=clock
+        auth,
+        lambda: client,
+        url="http://127.0.0.1:8200",
+        timeout=5.0,
+        timer=clock,
+        events=None if events is None else events.append,
     )
     return keeper, client.adapter
 
@@ -150,3 +164,48 @@ def test_agent_mode_never_logs_in_and_sends_no_token() -> None:
     assert keeper.token(deadline) == (None, 0)
     assert keeper.refused(deadline, 0) is False
     assert adapter.calls == []
+
+
+def test_logins_and_renewals_are_reported_as_events_without_a_token() -> None:
+    """The first login, a renewal, a refused renewal's new login and a forced login after a
+    403 each report their kind (and nothing else); a failed renewal reports nothing."""
+    clock = FakeClock()
+    events: list[EventKind] = []
+    keeper, adapter = keeper_for(VaultAppRoleAuth("role", SECRET_ID), clock, events)
+    keeper._renewer = object()  # type: ignore[assignment]
+    deadline = Deadline(5.0)
+    keeper.token(deadline)
+    assert events == ["login"]
+    keeper.token(deadline)  # the token is still good: no login, no event
+    assert events == ["login"]
+    assert keeper._act(Action("renew", 0.0), keeper.generation) is True
+    assert events == ["login", "token_renewed"]
+    adapter.refuse_renewal = True
+    assert keeper._act(Action("renew", 0.0), keeper.generation) is True
+    assert events == ["login", "token_renewed", "login"]
+    assert keeper.refused(deadline, keeper.generation) is True
+    assert events == ["login", "token_renewed", "login", "login"]
+    assert keeper.status()["renewals"] == 1 and keeper.status()["logins"] == 3
+
+
+def test_a_failing_event_listener_never_fails_a_login(caplog: pytest.LogCaptureFixture) -> None:
+    """An events callback that raises is logged by type; the login still succeeds."""
+
+    def broken(kind: EventKind) -> None:
+        raise RuntimeError(f"listener broke on {kind}")
+
+    client = Client()
+    keeper = TokenKeeper(
+        VaultAppRoleAuth("role", SECRET_ID),
+        lambda: client,
+        url="http://127.0.0.1:8200",
+        timeout=5.0,
+        timer=FakeClock(),
+        events=broken,
+    )
+    keeper._renewer = object()  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="simpletuner_secrets.providers.vault"):
+        token, _ = keeper.token(Deadline(5.0))
+    assert token is not None and keeper.status()["logins"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["vault: reporting a login event failed: RuntimeError"]
