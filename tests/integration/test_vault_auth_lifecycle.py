@@ -33,25 +33,7 @@ def short_lived_approle(
     """A Vault provider logging in by AppRole to a role of its own (tokens: ttl=2s and
     ``max_ttl``), reading a path holding ``HF_TOKEN=hf_<prefix>`` with a read-only policy;
     and the AppRole mount."""
-    mount = f"approle-{secrets.token_hex(4)}"
-    path = f"{prefix}-{secrets.token_hex(4)}"
-    bao.cli("kv", "put", f"secret/{path}", f"HF_TOKEN=hf_{prefix}")
-    policy = f"{prefix}-{secrets.token_hex(4)}"
-    hcl = f'path "secret/data/{path}" {{ capabilities = ["read"] }}'
-    bao.cli("policy", "write", policy, "-", input=hcl)
-    bao.cli("auth", "enable", f"-path={mount}", "approle")
-    bao.cli(
-        "write",
-        f"auth/{mount}/role/app",
-        f"token_policies={policy}",
-        "token_ttl=2s",
-        f"token_max_ttl={max_ttl}",
-    )
-    role_id = bao.cli("read", "-field=role_id", f"auth/{mount}/role/app/role-id").stdout.strip()
-    secret_id = bao.cli(
-        "write", "-f", "-field=secret_id", f"auth/{mount}/role/app/secret-id"
-    ).stdout.strip()
-    register_secret(secret_id)
+    mount, path, role_id, secret_id = short_lived_role(bao, f"hf_{prefix}", "2s", max_ttl)
     home = tmp_path / "home"
     home.mkdir()
     vault = HashiCorpVaultProvider(
