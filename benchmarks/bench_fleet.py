@@ -272,7 +272,8 @@ async def worker(args: argparse.Namespace) -> None:
                 first_new is None and got[AWS_KEY].endswith("v2") and got[VAULT_KEY].endswith("v2")
             ):
                 first_new = now
-            with contextlib.suppress(TimeoutError):
+            # asyncio's own class: on 3.10 it is not the builtin TimeoutError.
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), LOOKUP_EVERY_S)
         forcing.cancel()
         await asyncio.gather(forcing, return_exceptions=True)

@@ -663,7 +663,7 @@ async def test_cancelled_callers_keep_their_worker_slot_until_the_thread_returns
                 running -= 1
 
     for _ in range(6):
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not the builtin one on 3.10
             await asyncio.wait_for(slots.run(blocking), 0.05)
     assert peak == 2
     release.set()

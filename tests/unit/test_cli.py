@@ -267,7 +267,8 @@ def test_doctor_json_is_one_object_with_states(home: Path) -> None:
     keys = {k["key"]: (k["state"], k["provider"], k["value"]) for k in report["keys"]}
     assert keys["HF_TOKEN"] == ("found", "file", "hf**********")
     assert keys["REPLICATE_API_TOKEN"] == ("unknown", None, None)
-    assert [e["name"] for e in report["left_out"]] == ["aws"]
+    # The secrets directory is left out too: none is set and /run/secrets does not exist.
+    assert [e["name"] for e in report["left_out"]] == ["dir", "aws"]
     assert report["exit_code"] == 3
     assert SECRET not in proc.stdout
 
@@ -493,7 +494,7 @@ def test_list_json(home: Path) -> None:
         "env": {"REPLICATE_API_TOKEN": "********"},
         "file": {"HF_TOKEN": "hf**********"},
     }
-    assert {e["name"] for e in data["left_out"]} == {"aws", "vault"}
+    assert {e["name"] for e in data["left_out"]} == {"aws", "dir", "vault"}
     assert SECRET not in proc.stdout
 
 

@@ -128,7 +128,8 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
     thread.start()
     seen: set[str] = set()
     try:
-        async with asyncio.timeout(HANG_GUARD):
+
+        async def lookups_across_swaps() -> None:
             while len(seen) < 10 or volume.swaps < 30:
                 clock.tick(1.0)  # every iteration re-checks the volume
                 values = [await m.get(k) for k in keys]
@@ -136,6 +137,8 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
                 assert len(set(values)) == 1, values
                 seen.add(values[0] or "")
                 await asyncio.sleep(0.001)  # let the swapper thread have the GIL too
+
+        await asyncio.wait_for(lookups_across_swaps(), HANG_GUARD)  # 3.10: no asyncio.timeout
     finally:
         stop.set()
         thread.join(HANG_GUARD)
