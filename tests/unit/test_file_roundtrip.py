@@ -419,7 +419,7 @@ def test_json_write_changes_only_its_key(
     position = 0
     for piece in member_texts(others, indent, separators):
         found = after_text.find(piece, position)
-        assert found >= 0, (piece, after_text)
+        assert found != -1, (piece, after_text)  # str.find: -1 when the text is gone
         position = found + len(piece)
     if indent is not None and others:
         # One member a line: every other member's line is there, in order, but for the
