@@ -352,7 +352,8 @@ def backends(workdir: Path) -> Iterator[tuple[Bao, Any]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from simpletuner_secrets._freshness import Policy
 
-    report: dict[str, Any] = {"settings": vars(args).copy()}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report: dict[str, Any] = {"settings": settings}
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp, backends(Path(tmp)) as (bao, moto):
         version = "v1"
         moto.create_secret(AWS_SECRET, string=json.dumps({AWS_KEY: f"aws-{version}"}))

@@ -574,3 +574,20 @@ async def test_on_change_hears_a_rotation_that_the_recovery_after_an_outage_brin
         clock.tick(5)  # past the first backoff
         assert await m.get("K") == ROTATED
         await settle(lambda: seen == [ROTATED])
+
+
+def test_a_refreshed_entry_carries_at_most_a_fifth_of_a_life_from_the_previous_one() -> None:
+    """new_entry after a still-fresh entry starts its life where that one ends, capped at 20%
+    of a life (a forced refresh just after a fetch carries no whole lifetime over)."""
+    from simpletuner_secrets._freshness import Policy
+
+    policy = Policy(ttl=10.0, jitter=0.0)
+    rng = random.Random(1)
+    first = policy.new_entry("v1", 0.0, rng)
+    assert (first.refresh_at, first.fresh_until) == (8.0, 10.0)
+    ahead = policy.new_entry("v2", 8.5, rng, previous=first)  # refreshed ahead at 8.5
+    assert (ahead.fetched_at, ahead.refresh_at, ahead.fresh_until) == (8.5, 18.0, 20.0)
+    forced = policy.new_entry("v3", 8.6, rng, previous=ahead)  # forced just after
+    assert forced.fresh_until == 8.6 + 2.0 + 10.0
+    stale = policy.new_entry("v4", 30.0, rng, previous=forced)  # past freshness: from now
+    assert stale.fresh_until == 40.0
