@@ -28,12 +28,13 @@ LOOKUP_GUARD_S = 10.0
 
 
 def short_lived_approle(
-    bao: BaoServer, tmp_path: Path, prefix: str, *, max_ttl: str
-) -> tuple[HashiCorpVaultProvider, str]:
-    """A Vault provider logging in by AppRole to a role of its own (tokens: ttl=2s and
+    bao: BaoServer, tmp_path: Path, prefix: str, *, ttl: str = "2s", max_ttl: str
+) -> tuple[HashiCorpVaultProvider, tuple[str, str, str, str]]:
+    """A Vault provider logging in by AppRole to a role of its own (tokens of ``ttl`` and
     ``max_ttl``), reading a path holding ``HF_TOKEN=hf_<prefix>`` with a read-only policy;
-    and the AppRole mount."""
-    mount, path, role_id, secret_id = short_lived_role(bao, f"hf_{prefix}", "2s", max_ttl)
+    and the role as `short_lived_role` gives it (mount, path, role id, secret id)."""
+    role = short_lived_role(bao, f"hf_{prefix}", ttl, max_ttl)
+    mount, path, role_id, secret_id = role
     home = tmp_path / "home"
     home.mkdir()
     vault = HashiCorpVaultProvider(
@@ -42,7 +43,7 @@ def short_lived_approle(
         auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
         environ={"HOME": str(home)},
     )
-    return vault, mount
+    return vault, role
 
 
 async def test_short_lived_tokens_never_fail_a_lookup(
@@ -51,7 +52,7 @@ async def test_short_lived_tokens_never_fail_a_lookup(
     """20 s of lookups every 0.1 s over tokens of ttl=2s, max_ttl=8s: no lookup fails, none
     is served stale, the keeper both renews and logs in again; a revocation of every token
     of the role at 10 s is repaired within 3 s with at most one WARNING."""
-    vault, mount = short_lived_approle(bao, tmp_path, "life", max_ttl="8s")
+    vault, (mount, *_) = short_lived_approle(bao, tmp_path, "life", max_ttl="8s")
     manager = SecretsManager(providers=[vault], cache_ttl=0.5, on_provider_error="raise")
     answers: list[str | None] = []
     revoked_at: float | None = None
@@ -142,15 +143,7 @@ async def test_login_and_renewal_are_events_on_the_managers_loop(
     """on_event gets `login` on first use and `token_renewed` after the keeper's background
     renewal (ttl=2s tokens), on the manager's loop thread, with no value, secret id or token
     in any field."""
-    mount, path, role_id, secret_id = short_lived_role(bao, "hf_events", "2s", "60s")
-    home = tmp_path / "home"
-    home.mkdir()
-    vault = HashiCorpVaultProvider(
-        bao.url,
-        path=path,
-        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
-        environ={"HOME": str(home)},
-    )
+    vault, (_, _, role_id, secret_id) = short_lived_approle(bao, tmp_path, "events", max_ttl="60s")
     events: list[SecretsEvent] = []
     threads: set[int] = set()
     tokens: set[str] = set()
@@ -189,15 +182,7 @@ async def test_login_and_renewal_are_events_on_the_managers_loop(
 def test_the_sync_facade_gets_login_events_on_its_own_loop(bao: BaoServer, tmp_path: Path) -> None:
     """Through `m.sync.get` the login is an event too, delivered on the facade's loop thread,
     never in the worker thread that logged in."""
-    mount, path, role_id, secret_id = short_lived_role(bao, "hf_sync_events", "60s", "120s")
-    home = tmp_path / "home"
-    home.mkdir()
-    vault = HashiCorpVaultProvider(
-        bao.url,
-        path=path,
-        auth=VaultAppRoleAuth(role_id, secret_id, mount=mount),
-        environ={"HOME": str(home)},
-    )
+    vault, _ = short_lived_approle(bao, tmp_path, "sync_events", ttl="60s", max_ttl="120s")
     got: list[tuple[SecretsEvent, str]] = []
     manager = SecretsManager(
         providers=[vault],
