@@ -1,5 +1,7 @@
 """The default chain: every built-in provider asked, in priority order, to build itself from
 the manager's ``config`` and the environment. No provider setting is named here.
+
+`build_resolver` checks a manager's ``config`` and chain and builds its resolver over them.
 """
 
 from __future__ import annotations
@@ -7,14 +9,21 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from ._freshness import Policy, RandomSource
+from ._resolver import Resolver
 from .errors import ConfigurationError
 from .providers.base import LeftOut, SecretProvider
 
+if TYPE_CHECKING:
+    from ._references import References
+    from ._settings import ManagerSettings
+
 __all__ = [
     "BUILT_IN_PROVIDERS",
+    "build_resolver",
     "built_in_classes",
     "check_config",
     "check_names",
@@ -100,3 +109,59 @@ def default_chain(
         else:
             chain.append(answer)
     return chain, left_out
+
+
+def build_resolver(
+    providers: Sequence[SecretProvider] | None,
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+    settings: ManagerSettings,
+    *,
+    timer: Callable[[], float],
+    rng: RandomSource,
+    resolve_references: bool | None,
+) -> tuple[Resolver, list[LeftOut]]:
+    """A manager's resolver: ``config`` checked, then the chain (``providers``, or None: the
+    default chain) checked and cached under ``settings``.
+
+    Returns:
+        The resolver, and the providers the default chain left out (none for a given chain).
+
+    Raises:
+        ConfigurationError: A ``config`` key no provider reads (`check_config`).
+        ValueError: Two providers of the chain share a name (`check_names`).
+    """
+    check_config(config)
+    left_out: list[LeftOut] = []
+    if providers is None:
+        chain, left_out = default_chain(config, environ)
+    else:
+        chain = list(providers)
+    check_names(chain)
+    resolver = Resolver(
+        chain,
+        Policy(ttl=settings.cache_ttl, max_stale=settings.max_stale),
+        max_size=settings.cache_max_size,
+        on_provider_error=settings.on_provider_error,
+        provider_timeout=settings.provider_timeout,
+        timer=timer,
+        rng=rng,
+        references=_references_for(resolve_references, chain, config, environ),
+    )
+    return resolver, left_out
+
+
+def _references_for(
+    argument: bool | None,
+    chain: Sequence[SecretProvider],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> References | None:
+    """The reference resolver when references are on (its module loaded only then)."""
+    if argument is False or (
+        argument is None and not environ.get("SIMPLETUNER_RESOLVE_REFERENCES")
+    ):
+        return None
+    from ._references import References, references_enabled
+
+    return References(chain, config, environ) if references_enabled(argument, environ) else None

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
+from .errors import SecretsError
+
 __all__ = [
     "Abandoned",
     "Load",
@@ -24,6 +26,7 @@ __all__ = [
     "being_cancelled",
     "blocked_loops",
     "checked_ttl",
+    "require_asyncio",
     "running_loop",
     "start_task",
 ]
@@ -53,6 +56,20 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def require_asyncio() -> None:
+    """Refuse, with one clear error, an async call made outside asyncio (trio, curio).
+
+    The resolver, the cache's single-flight and the AWS client are asyncio code; under anyio's
+    trio backend they would half-work. Trio code can use the sync facade from a worker thread.
+    """
+    if running_loop() is None:
+        raise SecretsError(
+            "SecretsManager's async methods run on asyncio only (this is not an asyncio "
+            "event loop: trio?); from trio, call the sync facade in a thread: "
+            "await trio.to_thread.run_sync(manager.sync.get, key)"
+        )
 
 
 if sys.version_info >= (3, 11):

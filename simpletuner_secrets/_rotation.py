@@ -1,5 +1,6 @@
 """Rotation: forced refreshes rate-limited per document, and the watcher that tells
-subscribers when a key's resolved value changes (SPEC 10). `SecretsManager` owns one of each.
+subscribers when a key's resolved value changes (SPEC 10). `SecretsManager` owns one of each,
+and has its rotation methods (and `get_many`, `require`) from `RotationMethods`.
 """
 
 from __future__ import annotations
@@ -9,18 +10,27 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _fork
 from ._events import call_safely
-from ._flight import running_loop
+from ._flight import require_asyncio, running_loop
 from ._resolver import Mode, Resolver, Slot
 from .errors import MissingSecretError, ProviderError, SecretsError
+from .keys import normalize_key
 from .providers.base import DocumentSecretProvider
 
-__all__ = ["ChangeWatcher", "Refresher", "missing", "resolve_many"]
+__all__ = ["ChangeWatcher", "Refresher", "RotationMethods", "missing", "resolve_many"]
 
 logger = logging.getLogger("simpletuner_secrets")
 
@@ -336,3 +346,61 @@ class ChangeWatcher:
         """In a forked child: a fresh lock; the parent's look did not survive the fork."""
         self._lock = threading.Lock()
         self._polling = False
+
+
+class RotationMethods:
+    """`SecretsManager`'s several-key lookups and rotation methods (a base class of it): thin
+    calls into `resolve_many`, `missing`, its `Refresher` and its `ChangeWatcher`."""
+
+    resolver: Resolver
+    refresher: Refresher
+    changes: ChangeWatcher
+
+    if TYPE_CHECKING:
+
+        async def get(self, key: str) -> str | None: ...
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Look up several keys in one fan-out (each document fetched once).
+
+        Returns:
+            Each key as given -> its value, or None.
+        """
+        given = list(dict.fromkeys(keys))
+        values = await resolve_many(self.get, [normalize_key(k) for k in given])
+        return dict(zip(given, values, strict=True))
+
+    async def require(self, key: str) -> str:
+        """Return the value of ``key``.
+
+        Raises:
+            MissingSecretError: No provider has it (the providers asked, and failing, named).
+        """
+        value = await self.get(key)
+        if value is None:
+            raise missing(self.resolver, normalize_key(key))
+        return value
+
+    async def refresh(self, key: str | None = None) -> None:
+        """Fetch again now the documents that could answer ``key`` (all when None): at most
+        once per ``min_refresh_interval`` each; within it, wait for the last fetch instead.
+
+        Raises:
+            ProviderError: With ``on_provider_error="raise"``, a fetch failed (otherwise the
+                last good answers stay, with a warning).
+        """
+        require_asyncio()
+        await self.refresher.refresh(None if key is None else normalize_key(key))
+        await self.changes.check()  # the subscribers hear of a change before this returns
+
+    def on_change(self, key: str, callback: Callable[[str, str | None], Any]) -> Callable[[], None]:
+        """Call ``callback(key, value)`` once for each change of ``key``'s resolved value.
+
+        Returns:
+            The function that unsubscribes.
+        """
+        return self.changes.subscribe(normalize_key(key), callback)
+
+    def watch(self, key: str) -> AsyncIterator[str | None]:
+        """``async for value in m.watch(key)``: the current value, then each change."""
+        return self.changes.watch(normalize_key(key))

@@ -1,6 +1,7 @@
 """SecretsManager: priority resolution over the provider chain, with caching and refresh.
 
-Every resolution decision lives here; the sync facade and the CLI only drive it.
+Every resolution decision lives here; the sync facade and the CLI only drive it. The
+process-wide manager is kept in `_process`; the chain is built and checked in `_chain`.
 """
 
 from __future__ import annotations
@@ -12,33 +13,35 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _fork
-from ._chain import check_config, check_names, default_chain
+from ._chain import build_resolver
 from ._events import SecretsEvent
 from ._explain import explain, mask
-from ._flight import running_loop
-from ._freshness import Policy, RandomSource
-from ._resolver import OnError, Resolver
-from ._rotation import ChangeWatcher, Refresher, missing, resolve_many
-from ._settings import ManagerSettings
-from ._writes import FileWrites
-from .errors import SecretsError
-from .keys import (
-    CLOUD_WEBHOOK_SECRET,
-    HF_TOKEN,
-    REPLICATE_API_TOKEN,
-    normalize_key,
-    validate_key,
+from ._flight import require_asyncio
+from ._freshness import RandomSource
+from ._process import (
+    build_with,
+    closed_get,
+    get_secrets_manager,
+    retire_installed,
+    set_secrets_manager,
+    successor_of,
 )
-from .providers.base import NOT_CACHED, LeftOut, SecretProvider
+from ._process import installed_manager as installed_manager
+from ._process import replace_installed as replace_installed
+from ._resolver import OnError
+from ._rotation import ChangeWatcher, Refresher, RotationMethods
+from ._settings import ManagerSettings
+from ._writes import FileWrites, WriteMethods
+from .errors import SecretsError
+from .keys import CLOUD_WEBHOOK_SECRET, HF_TOKEN, REPLICATE_API_TOKEN, normalize_key
+from .providers.base import NOT_CACHED, SecretProvider
 from .reports import ExplainResult, ManagerStats
 
 if TYPE_CHECKING:
-    from ._references import References
     from .sync import SyncSecretsManager
 
 __all__ = [
@@ -49,21 +52,7 @@ __all__ = [
 ]
 
 
-def _require_asyncio() -> None:
-    """Refuse, with one clear error, an async call made outside asyncio (trio, curio).
-
-    The resolver, the cache's single-flight and the AWS client are asyncio code; under anyio's
-    trio backend they would half-work. Trio code can use the sync facade from a worker thread.
-    """
-    if running_loop() is None:
-        raise SecretsError(
-            "SecretsManager's async methods run on asyncio only (this is not an asyncio "
-            "event loop: trio?); from trio, call the sync facade in a thread: "
-            "await trio.to_thread.run_sync(manager.sync.get, key)"
-        )
-
-
-class SecretsManager:
+class SecretsManager(RotationMethods, WriteMethods):
     """Resolve secrets from a chain of providers, highest priority first, with caching.
 
     The environment is read live; the file provider keeps its own one-second re-check; every
@@ -148,26 +137,18 @@ class SecretsManager:
             max_stale=max_stale,
         )
         self.config: dict[str, Any] = dict(config or {})
-        check_config(self.config)
         self.cache_ttl = settings.cache_ttl
         self.on_provider_error: OnError = settings.on_provider_error
         self.provider_timeout = settings.provider_timeout
         self.max_stale = settings.max_stale
-        self.left_out: list[LeftOut] = []
-        if providers is None:
-            chain, self.left_out = default_chain(self.config, environ)
-        else:
-            chain = list(providers)
-        check_names(chain)
-        self.resolver = Resolver(
-            chain,
-            Policy(ttl=self.cache_ttl, max_stale=self.max_stale),
-            max_size=settings.cache_max_size,
-            on_provider_error=settings.on_provider_error,
-            provider_timeout=self.provider_timeout,
+        self.resolver, self.left_out = build_resolver(
+            providers,
+            self.config,
+            environ,
+            settings,
             timer=timer,
             rng=rng,
-            references=_references_for(resolve_references, chain, self.config, environ),
+            resolve_references=resolve_references,
         )
         # Rotation (SPEC 10): forced refreshes, change subscribers, events; see _rotation.
         self.refresher = Refresher(self.resolver, min_refresh_interval)
@@ -179,8 +160,6 @@ class SecretsManager:
         self._sync: SyncSecretsManager | None = None
         self._sync_lock = threading.Lock()
         self._writes = FileWrites(self.resolver, self.config, environ)
-        # Set by `reset()`: lookups that meet this manager closed retry on the new one.
-        self._retired = False
         _fork.track(self)
 
     def reset_after_fork(self) -> None:
@@ -236,27 +215,18 @@ class SecretsManager:
         """
         resolver = self.resolver
         if resolver.closed:
-            return await self._closed_get(key, default)
+            return await closed_get(self, key, default)
         nkey = normalize_key(key)
         value = resolver.peek(nkey)
         if value is NOT_CACHED:
-            _require_asyncio()
+            require_asyncio()
             try:
                 value = await resolver.resolve(nkey)
             except SecretsError:
                 if not resolver.closed:
                     raise
-                return await self._closed_get(key, default)  # closed during the lookup
+                return await closed_get(self, key, default)  # closed during the lookup
         return default if value is None else value
-
-    async def _closed_get(self, key: str, default: str | None) -> str | None:
-        successor = self.successor()
-        if successor is None:
-            raise SecretsError(
-                "this SecretsManager is closed; SecretsManager.reset() and "
-                "get_secrets_manager() give a new process-wide one"
-            )
-        return await successor.get(key, default)
 
     def successor(self) -> SecretsManager | None:
         """The manager that takes over lookups made on this one once closed (internal).
@@ -265,57 +235,11 @@ class SecretsManager:
         an old reference answer from the new process-wide manager instead of failing;
         otherwise None.
         """
-        if not self._retired:
-            return None
-        current = get_secrets_manager()
-        return None if current is self else current
+        return successor_of(self)
 
-    # -- rotation (SPEC 10; the logic is in _rotation) -------------------------------
-
-    async def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
-        """Look up several keys in one fan-out (each document fetched once).
-
-        Returns:
-            Each key as given -> its value, or None.
-        """
-        given = list(dict.fromkeys(keys))
-        values = await resolve_many(self.get, [normalize_key(k) for k in given])
-        return dict(zip(given, values, strict=True))
-
-    async def require(self, key: str) -> str:
-        """Return the value of ``key``.
-
-        Raises:
-            MissingSecretError: No provider has it (the providers asked, and failing, named).
-        """
-        value = await self.get(key)
-        if value is None:
-            raise missing(self.resolver, normalize_key(key))
-        return value
-
-    async def refresh(self, key: str | None = None) -> None:
-        """Fetch again now the documents that could answer ``key`` (all when None): at most
-        once per ``min_refresh_interval`` each; within it, wait for the last fetch instead.
-
-        Raises:
-            ProviderError: With ``on_provider_error="raise"``, a fetch failed (otherwise the
-                last good answers stay, with a warning).
-        """
-        _require_asyncio()
-        await self.refresher.refresh(None if key is None else normalize_key(key))
-        await self.changes.check()  # the subscribers hear of a change before this returns
-
-    def on_change(self, key: str, callback: Callable[[str, str | None], Any]) -> Callable[[], None]:
-        """Call ``callback(key, value)`` once for each change of ``key``'s resolved value.
-
-        Returns:
-            The function that unsubscribes.
-        """
-        return self.changes.subscribe(normalize_key(key), callback)
-
-    def watch(self, key: str) -> AsyncIterator[str | None]:
-        """``async for value in m.watch(key)``: the current value, then each change."""
-        return self.changes.watch(normalize_key(key))
+    # -- rotation (SPEC 10): get_many, require, refresh, on_change and watch are inherited
+    # from RotationMethods (_rotation), the writes (set_secret, set_replicate_token,
+    # set_hf_token, delete_secret, get_secrets_file_path) from WriteMethods (_writes).
 
     def _in_background(self, coro: Any) -> None:
         self.sync.start_background(coro)
@@ -334,69 +258,6 @@ class SecretsManager:
         """Return ``CLOUD_WEBHOOK_SECRET``, or None."""
         return await self.get(CLOUD_WEBHOOK_SECRET)
 
-    # -- writes ------------------------------------------------------------------------
-
-    async def set_secret(self, key: str, value: str) -> None:
-        """Write ``key`` to the secrets file (the configured ``file_path``, else the default).
-
-        Args:
-            key: A key in the key grammar (`validate_key`): ASCII letters, digits, ``_``,
-                ``-`` and ``.``, starting with a letter or ``_``.
-            value: The secret; must be a non-empty string.
-
-        The key is stored normalized (``"hf-token2"`` stores ``HF_TOKEN2``; `validate_key`
-        returns that name without writing).
-
-        Raises:
-            ValueError: The key is outside the grammar (``"my key"``, ``"../etc/x"``), or the
-                value is empty.
-            SecretFileError: The file could not be written.
-        """
-        # The value leaves this frame's locals before anything can raise: error trackers and
-        # `capture_locals` tracebacks record every local of every frame an error passes.
-        box = [value]
-        del value
-        try:
-            self._check_open()
-            nkey = validate_key(key)
-        except BaseException:
-            box.clear()
-            raise
-        await self._writes.set(nkey, box)
-
-    def set_replicate_token(self, token: str) -> Awaitable[None]:
-        """Write ``REPLICATE_API_TOKEN`` to the secrets file (await it).
-
-        A plain function returning `set_secret`'s coroutine: no frame of its own holds the
-        token while the write runs.
-        """
-        return self.set_secret(REPLICATE_API_TOKEN, token)
-
-    def set_hf_token(self, token: str) -> Awaitable[None]:
-        """Write ``HF_TOKEN`` to the secrets file (await it; see `set_replicate_token`)."""
-        return self.set_secret(HF_TOKEN, token)
-
-    async def delete_secret(self, key: str) -> bool:
-        """Remove ``key`` from the secrets file.
-
-        Any key that `normalize_key` accepts may be deleted, also one outside the key
-        grammar that another tool wrote.
-
-        Returns:
-            Whether the file held the key.
-        """
-        self._check_open()
-        return await self._writes.delete(normalize_key(key))
-
-    def get_secrets_file_path(self) -> Path:
-        """Return the secrets file that reads and writes use."""
-        return self._writes.provider().path
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise SecretsError("this SecretsManager is closed")
-        _require_asyncio()
-
     # -- introspection ---------------------------------------------------------------
 
     def clear_cache(self) -> None:
@@ -413,7 +274,7 @@ class SecretsManager:
             and ``auth`` when the answering provider authenticates (Vault: method, mount,
             the token's remaining TTL, see `SecretProvider.auth_status`).
         """
-        _require_asyncio()
+        require_asyncio()
         return await explain(self.resolver, normalize_key(key), self.get)
 
     def stats(self) -> ManagerStats:
@@ -450,7 +311,7 @@ class SecretsManager:
                 # shield: cancelling this second caller must not disturb the first.
                 await asyncio.shield(asyncio.wrap_future(done))
             return
-        _require_asyncio()
+        require_asyncio()
         self.resolver.closed = True
         self._close_done = concurrent.futures.Future()
         try:
@@ -485,76 +346,10 @@ class SecretsManager:
         Allowed anywhere, also while lookups run: those in flight on the old manager, and
         later ones made through a reference to it, are answered by the new one.
         """
-        global _instance
-        with _instance_lock:
-            old, _instance = _instance, None
-        if old is not None:
-            # Lookups still in flight on it, or made through a reference taken before, answer
-            # from the new manager rather than fail with "closed".
-            old._retired = True
-            if old._sync is not None:
-                old._sync.close()
+        old = retire_installed()
+        if old is not None and old._sync is not None:
+            old._sync.close()
 
 
-def _references_for(
-    argument: bool | None,
-    chain: Sequence[SecretProvider],
-    config: Mapping[str, Any],
-    environ: Mapping[str, str],
-) -> References | None:
-    """The reference resolver when references are on (its module loaded only then)."""
-    if argument is False or (
-        argument is None and not environ.get("SIMPLETUNER_RESOLVE_REFERENCES")
-    ):
-        return None
-    from ._references import References, references_enabled
-
-    return References(chain, config, environ) if references_enabled(argument, environ) else None
-
-
-_instance: SecretsManager | None = None
-_instance_lock = threading.Lock()
-
-
-def _new_instance_lock() -> None:
-    global _instance_lock
-    _instance_lock = threading.Lock()
-
-
-_fork.after_fork(_new_instance_lock)
-
-
-def get_secrets_manager() -> SecretsManager:
-    """Return the process-wide manager, creating it once (thread-safe), or again once the
-    installed one is closed."""
-    global _instance
-    manager = _instance
-    if manager is None or manager.closed:
-        with _instance_lock:
-            if _instance is None or _instance.closed:
-                # A closed process-wide manager (its app shut down, `aclose()` called) is
-                # replaced rather than handed out to fail every call.
-                _instance = SecretsManager()
-            manager = _instance
-    return manager
-
-
-def set_secrets_manager(manager: SecretsManager) -> None:
-    """Install ``manager`` as the process-wide manager."""
-    global _instance
-    with _instance_lock:
-        _instance = manager
-
-
-def installed_manager() -> SecretsManager | None:
-    """The process-wide manager when one is installed, without creating one (for the
-    integrations and the pytest plugin)."""
-    return _instance
-
-
-def replace_installed(expected: SecretsManager, replacement: SecretsManager | None) -> None:
-    """Install ``replacement`` (None: nothing) if ``expected`` is still the installed manager."""
-    global _instance
-    with _instance_lock:
-        if _instance is expected:
-            _instance = replacement
+# get_secrets_manager() builds with this; the class is looked up when it is called.
+build_with(lambda: SecretsManager())

@@ -149,14 +149,14 @@ def test_plugin_changes_nothing_when_its_fixtures_are_unused(pytester: pytest.Py
             """
             import threading
 
-            import simpletuner_secrets.manager as manager_module
+            from simpletuner_secrets.manager import installed_manager
 
 
             def test_nothing_installed(request):
                 assert "simpletuner_secrets" in {
                     name for name, _ in request.config.pluginmanager.list_name_plugin()
                 }
-                assert manager_module._instance is None
+                assert installed_manager() is None
                 assert not [t for t in threading.enumerate() if "simpletuner" in t.name]
             """
         )

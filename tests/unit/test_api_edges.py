@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from simpletuner_secrets import SecretsError, SecretsManager, get_secrets_manager
-from simpletuner_secrets import manager as manager_module
+from simpletuner_secrets import _process as process_module
 
 from .test_manager import DocProvider
 
@@ -31,7 +31,7 @@ async def test_async_with_on_a_closed_manager_raises() -> None:
 
 async def test_a_closed_process_wide_manager_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     """After the installed manager is closed, get_secrets_manager() builds a new one."""
-    monkeypatch.setattr(manager_module, "_instance", None)
+    monkeypatch.setattr(process_module, "_instance", None)
     first = get_secrets_manager()
     await first.aclose()
     second = get_secrets_manager()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from simpletuner_secrets import _process as process_module
 from simpletuner_secrets import manager as manager_module
 from simpletuner_secrets._freshness import Entry
 from simpletuner_secrets.errors import ProviderError, SecretsError
@@ -537,7 +538,7 @@ async def test_peek_fast_path_needs_every_higher_provider_decided() -> None:
 
 def test_singleton_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """get_secrets_manager from 8 threads at once returns one instance; reset drops it."""
-    monkeypatch.setattr(manager_module, "_instance", None)
+    monkeypatch.setattr(process_module, "_instance", None)
     created: list[SecretsManager] = []
     real_init = SecretsManager.__init__
 
