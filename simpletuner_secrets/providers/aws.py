@@ -61,7 +61,9 @@ CLOSE_OTHER_LOOP_TIMEOUT_S = 5.0
 # assembling the client from the warmed loader (~5-10 ms) and aiohttp's TLS context, built on
 # the first request from certifi's bundle (~20 ms); the longest loop gap seen was 30-50 ms.
 _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
-_SHARED_DATA = ("endpoints", "partitions", "_retry", "sdk-default-configuration")
+# Not ``endpoints``: a Secrets Manager client resolves its endpoint from the service's rule set
+# and ``partitions``; parsing the 1.2 MB ``endpoints.json`` cost ~25 ms nothing used.
+_SHARED_DATA = ("partitions", "_retry", "sdk-default-configuration")
 
 #: Worker threads for first loads (each holds one while its one-shot client lives).
 _FIRST_LOAD_WORKERS = WorkerSlots(4)
