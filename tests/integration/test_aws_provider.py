@@ -462,6 +462,51 @@ def test_first_cold_get_never_stalls_the_loop(moto_env: MotoServer, moto_secret:
     assert result["max_wall_gap"] < HANG_GUARD_S, result
 
 
+FIRST_ANSWER_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+
+    from simpletuner_secrets import SecretsManager
+
+    def loaded():
+        return sorted(m for m in ("aiohttp", "aiobotocore", "aioboto3", "httpx") if m in sys.modules)
+
+    manager = SecretsManager(cache_ttl=0, min_refresh_interval=0)
+    first = manager.sync.get("FIRST")
+    after_first = loaded()
+    second = manager.sync.get("FIRST")  # a second load: the event loop's async client
+    after_second = loaded()
+    counters = manager.stats()["providers"]["aws"]
+    manager.sync.close()
+    print(json.dumps({"values": [first, second], "first": after_first, "second": after_second,
+                      "requests": counters["requests"]}))
+    """
+)
+
+
+def test_a_fresh_process_first_answer_does_not_import_aiohttp(
+    moto_env: MotoServer, moto_secret: str
+) -> None:
+    """A fresh process's first AWS answer comes without importing aiohttp or aiobotocore (a
+    botocore client in a worker thread); its next load opens the aiobotocore client."""
+    moto_env.create_secret(moto_secret, string='{"first": "answer"}')
+    env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=moto_secret, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", FIRST_ANSWER_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,  # a hang guard: the run takes a second or two
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["values"] == ["answer", "answer"], result
+    assert result["first"] == [], result
+    assert "aiobotocore" in result["second"] and "aiohttp" in result["second"], result
+    assert result["requests"] == 2, result
+
+
 # -- logging and repr -------------------------------------------------------------------
 
 
