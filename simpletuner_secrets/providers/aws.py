@@ -409,9 +409,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             if problem is not None:
                 failure = ProviderError(problem, provider=self.name)
             documents.append(document)
-        # No response (the whole secret) stays in this frame (see `_load_one`).
+        # No response (the whole secret) or document stays in this frame (see `_load_one`).
         outcome.clear()
         del response
+        document = {}
         if failure is not None:
             documents.clear()
             raise failure from cause
@@ -464,8 +465,6 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             # An AioConfig may hold what only aiobotocore applies (connector_args: an SSL
             # context, keep-alive; http_session_cls), which botocore's merge would drop.
             return None
-        core = get_session()
-        core.register_component("data_loader", _warm_loader(core))
         retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
         client_config = Config(
             connect_timeout=self.connect_timeout,
@@ -475,6 +474,8 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         )
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
+        core = get_session()
+        core.register_component("data_loader", _warm_loader(core))
         return core.create_client(
             SERVICE,
             region_name=self.region_name,
