@@ -28,15 +28,23 @@ def tests_impl(session: nox.Session, *pytest_args: str) -> None:
     session.run("pytest", *pytest_args, *session.posargs)
 
 
+#: Two pytest-xdist workers, each taking a whole test file at a time (a file's servers and
+#: fixtures stay in one process). Most tests wait on servers and child processes, so two
+#: workers on two cores take about half the serial time.
+WORKERS = ("-n", "2", "--dist", "loadfile")
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite, real OpenBao and moto servers included (long variants aside)."""
-    tests_impl(session, "-m", "not long")
+    tests_impl(session, *WORKERS, "-m", "not long")
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=LATEST)
 def faults(session: nox.Session) -> None:
-    """The long fault and crash variants (CI runs them too)."""
+    """The long fault and crash variants (CI runs them too), on one Python: they load the file
+    provider's atomic writes with thousands of SIGKILLs, which no interpreter version changes;
+    their shorter variants run on every Python in `tests`."""
     tests_impl(session, "-m", "long", "tests/faults", "tests/reliability")
 
 

@@ -24,6 +24,9 @@ def clean_env(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("VAULT_", "BAO_", "AWS_", "SIMPLETUNER_"))
         and k not in ("HF_TOKEN", "REPLICATE_API_TOKEN", "CLOUD_WEBHOOK_SECRET")
+        # a terminal size the runner exports (pytest-xdist workers set LINES/COLUMNS)
+        # would outrank the tests' own file keys of those names
+        and k not in ("LINES", "COLUMNS")
     }
     clean["HOME"] = str(home)
     clean.update(env or {})

@@ -28,6 +28,7 @@ def clean_env(home: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("VAULT_", "BAO_", "AWS_", "SIMPLETUNER_"))
         and k not in ("HF_TOKEN", "REPLICATE_API_TOKEN", "CLOUD_WEBHOOK_SECRET")
+        and k not in ("LINES", "COLUMNS")
     }
     env["HOME"] = str(home)
     return env
@@ -35,10 +36,12 @@ def clean_env(home: Path) -> dict[str, str]:
 
 #: Run before the CLI, in the child: a new session whose controlling terminal is the pty on
 #: stdin, so that /dev/tty (where getpass prompts) is the pty and Ctrl-C there is a SIGINT.
-#: A wrapper rather than `preexec_fn`, which is unsafe in a process with threads.
+#: A wrapper rather than `preexec_fn`, which is unsafe in a process with threads. SIGINT goes
+#: back to its default first: a runner started in the background by a non-interactive shell
+#: inherits it ignored, and Python installs its KeyboardInterrupt handler only when it is not.
 TAKE_TERMINAL = (
-    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
+    "import fcntl, os, signal, sys, termios; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
 )
 
 
