@@ -73,7 +73,7 @@ def test_nox_runs_every_python_the_package_admits() -> None:
     for name in ("tests", "typecheck"):
         assert sessions[name] == "nox.session(python=PYTHONS)", name
     assert sessions["faults"] == "nox.session(python=LATEST)"
-    assert ast.literal_eval(assigned["WORKERS"])[:2] == ("-n", "2")
+    assert ast.literal_eval(assigned["WORKERS"])[0] == "-n"
     text = (root / "pyproject.toml").read_text()
     if tomllib is not None:
         project = tomllib.loads(text)["project"]
