@@ -370,7 +370,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fleet = Fleet()
         t_start = time.time()
         for _ in range(args.processes):
-            # A rolling start, as a deployment brings a fleet up: one process every TTL/N.
+            # A rolling start, as a deployment brings a fleet up: one process every TTL/N; or
+            # all at once (``--start together``), as a pre-forking server starts its workers.
             fleet.procs.append(
                 subprocess.Popen(
                     [
@@ -396,7 +397,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     env=env,
                 )
             )
-            time.sleep(args.ttl / args.processes)
+            if args.start == "rolling":
+                time.sleep(args.ttl / args.processes)
         for proc in fleet.procs:
             assert proc.stdout is not None
             line = proc.stdout.readline()
@@ -583,6 +585,12 @@ def main() -> int:
     parser.add_argument("--outage", type=float, default=20.0, help="seconds OpenBao is down")
     parser.add_argument("--min-refresh", type=float, default=1.0)
     parser.add_argument("--forced-s", type=float, default=3.0, help="seconds of forced refreshes")
+    parser.add_argument(
+        "--start",
+        choices=("rolling", "together"),
+        default="rolling",
+        help="start one process every TTL/N (default), or all at once",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke size: 3 processes, seconds")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: results/)")
@@ -599,7 +607,10 @@ def main() -> int:
         args.processes, args.ttl, args.duration, args.outage, args.forced_s = 3, 2.0, 4.0, 2.0, 1.0
     report = run(args)
     rows = targets(report, args.processes)
-    print(f"## Fleet: {args.processes} processes, TTL {args.ttl:g} s, two documents each\n")
+    print(
+        f"## Fleet: {args.processes} processes ({args.start} start), TTL {args.ttl:g} s, "
+        "two documents each\n"
+    )
     print("### Targets\n")
     print("| row | target | measured | status |")
     print("|---|---|---|---|")

@@ -56,7 +56,13 @@ class Policy:
         jitter: Each entry's lifetime is ``ttl`` times a factor drawn from
             ``[1 - jitter, 1 + jitter]``, so a fleet does not expire together.
         refresh_ahead_at: Share of an entry's lifetime after which a lookup refreshes it in the
-            background.
+            background. An entry that starts a chain of refreshes (the first fetch of a
+            document, or one after its answer expired) is refreshed ahead at a random point
+            of that share instead (a random phase, drawn from ``(0, refresh_ahead_at]`` of its
+            lifetime; the lifetime itself stays in the jitter band), so that processes that
+            start or recover together do not keep refreshing together (see `new_entry`). The
+            cost is at most one early request per chain. With ``jitter`` 0 nothing is drawn:
+            every refresh ahead falls at ``refresh_ahead_at``.
         max_stale: Seconds past freshness that the last good answer may still be served while
             refreshes fail.
         max_backoff: Failed refreshes retry after 1, 2, 4 ... seconds (halved at random), at
@@ -84,12 +90,22 @@ class Policy:
         refresh-ahead share of a lifetime: the back-end is asked once per ``ttl`` (jittered),
         not once per ``refresh_ahead_at x ttl``, and no answer is served past
         ``(1 + (1 - refresh_ahead_at)) x`` its lifetime.
+
+        Otherwise (no previous entry, or an expired one) it starts a chain: its refresh ahead
+        falls at a random point of the first ``refresh_ahead_at`` of its lifetime (a random
+        phase), and each later refresh about one ``ttl`` after the one before. A fleet whose
+        first fetches happen together then has its refreshes spread over four fifths of the
+        TTL window from the first one on (the jitter's drift fills the rest over the next few
+        cycles); with the drift alone (+-``jitter`` a cycle) it would stay bunched for many
+        cycles. The lifetime, and so the oldest an answer served fresh can be, is unchanged.
         """
         life = self.ttl * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-        start = now
         if previous is not None and previous.fresh_until > now:
-            start += min(previous.fresh_until - now, life * (1.0 - self.refresh_ahead_at))
-        return Entry(value, now, start + life, start + life * self.refresh_ahead_at)
+            start = now + min(previous.fresh_until - now, life * (1.0 - self.refresh_ahead_at))
+            return Entry(value, now, start + life, start + life * self.refresh_ahead_at)
+        # 1 - uniform(0, 1) is in (0, 1]: never a refresh ahead due at the fetch itself.
+        phase = 1.0 - rng.uniform(0.0, 1.0) if self.jitter > 0 else 1.0
+        return Entry(value, now, now + life, now + life * self.refresh_ahead_at * phase)
 
     def backoff(self, failures: int, rng: RandomSource) -> float:
         """Seconds to wait before retrying after the ``failures``-th failure in a row."""
