@@ -16,6 +16,8 @@ request log. Three phases:
 It prints the ratios, saves ``results/bench_fleet.json`` and draws the requests per second of
 the run into ``results/fleet.png`` (matplotlib, as ``nox -s bench`` installs). ``--quick`` is
 the suite's smoke size: a few processes for a few seconds.
+``--start together`` starts every process at once (as a pre-forking server starts its
+workers) instead of the default rolling start, one process every TTL / N.
 """
 
 from __future__ import annotations
