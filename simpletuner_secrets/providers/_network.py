@@ -26,6 +26,9 @@ _TIMEOUTS = {
     "ServerTimeoutError": "read timeout",
 }
 _DNS = frozenset({"ClientConnectorDNSError", "NameResolutionError"})
+#: urllib3's ``NewConnectionError`` subclasses its ``ConnectTimeoutError`` for any connection
+#: that failed to open (reset, unreachable), timed out or not: its class names no timeout.
+_NOT_TIMEOUTS = frozenset({"NewConnectionError"})
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -84,6 +87,8 @@ def describe_connection_failure(exc: BaseException) -> str | None:
         if isinstance(error, ConnectionRefusedError):
             return "connection refused"
     for error in errors:
+        if type(error).__name__ in _NOT_TIMEOUTS:
+            continue  # its cause (the operating system's error) says what happened
         for cls in type(error).__mro__:
             meaning = _TIMEOUTS.get(cls.__name__)
             if meaning is not None:

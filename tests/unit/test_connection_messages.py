@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3.exceptions
 from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -110,6 +111,16 @@ async def test_https_to_a_plain_server_says_tls_failed(
         await provider.aclose()
 
 
+def urllib3_new_connection_error(cause: OSError) -> BaseException:
+    """urllib3's NewConnectionError raised from ``cause``, as its connection class raises it."""
+    try:
+        raise urllib3.exceptions.NewConnectionError(
+            None, "Failed to establish a new connection"
+        ) from cause
+    except urllib3.exceptions.NewConnectionError as exc:
+        return exc
+
+
 @pytest.mark.parametrize(
     ("error", "said"),
     [
@@ -138,6 +149,19 @@ async def test_https_to_a_plain_server_says_tls_failed(
             EndpointConnectionError(endpoint_url="http://x", error=ConnectionResetError()),
             "connection reset",
         ),
+        # urllib3 (botocore's and requests' HTTP stack): a reset while connecting is a
+        # NewConnectionError, a subclass of its ConnectTimeoutError, raised from the OS error.
+        (
+            EndpointConnectionError(
+                endpoint_url="http://x", error=urllib3_new_connection_error(ConnectionResetError())
+            ),
+            "connection reset",
+        ),
+        (
+            urllib3_new_connection_error(OSError(113, "No route to host")),
+            "connection failed (No route to host)",
+        ),
+        (urllib3.exceptions.ConnectTimeoutError("timed out"), "connect timeout"),
     ],
 )
 def test_wrapped_causes_are_named(error: BaseException, said: str) -> None:
