@@ -66,7 +66,7 @@ _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
 _SHARED_DATA = ("partitions", "_retry", "sdk-default-configuration")
 
 #: Worker threads for first loads (each holds one while its one-shot client lives).
-_FIRST_LOAD_WORKERS = WorkerSlots(4)
+_FIRST_LOAD_WORKERS = WorkerSlots(4, daemon="simpletuner-secrets aws first load")
 #: Requests in flight at once within one threaded first load (one per secret, at most this).
 _FIRST_LOAD_FAN_OUT = 10
 
@@ -436,13 +436,37 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             if len(names) == 1:
                 return [self._get_blocking(client, names[0])]
-            with concurrent.futures.ThreadPoolExecutor(
-                min(len(names), _FIRST_LOAD_FAN_OUT),
-                thread_name_prefix="simpletuner-secrets aws first load",
-            ) as pool:
-                return list(pool.map(functools.partial(self._get_blocking, client), names))
+            return self._get_all_blocking(client, names)
         finally:
             client.close()
+
+    def _get_all_blocking(
+        self, client: Any, names: tuple[str, ...]
+    ) -> list[tuple[Any, Exception | None]]:
+        """Each name's (response, error), at most `_FIRST_LOAD_FAN_OUT` requests at once, in
+        daemon threads (a pool's threads would hold the interpreter's exit, see `WorkerSlots`).
+        """
+        outcomes: list[tuple[Any, Exception | None]] = [(None, None)] * len(names)
+        pending = iter(range(len(names)))
+        pending_lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with pending_lock:
+                    index = next(pending, None)
+                if index is None:
+                    return
+                outcomes[index] = self._get_blocking(client, names[index])
+
+        threads = [
+            threading.Thread(target=work, name="simpletuner-secrets aws first load", daemon=True)
+            for _ in range(min(len(names), _FIRST_LOAD_FAN_OUT))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
 
     def _get_blocking(self, client: Any, name: str) -> tuple[Any, Exception | None]:
         with self._lock:

@@ -398,6 +398,10 @@ async def test_cancelled_first_caller_does_not_cancel_the_others(
     """Cancelling the call that started opening the client leaves the other callers served."""
     moto_env.create_secret(moto_secret, string='{"k": "v"}')
     provider = closing(provider_for(moto_env, moto_secret))
+    # The provider's first load reads through a one-shot botocore client; the next ones open
+    # the shared per-loop client, which is what this test cancels the opening of.
+    assert (await provider.load_document())["K"] == "v"
+    assert provider.clients_opened == 1
     first = asyncio.create_task(provider.load_document())
     await asyncio.sleep(0)
     others = [asyncio.create_task(provider.load_document()) for _ in range(3)]
@@ -406,7 +410,7 @@ async def test_cancelled_first_caller_does_not_cancel_the_others(
     results = await asyncio.gather(*others)
     assert all(r["K"] == "v" for r in results)
     assert first.cancelled()
-    assert provider.clients_opened == 1
+    assert provider.clients_opened == 2  # the one-shot client, then one per-loop client
 
 
 HEARTBEAT_SCRIPT = textwrap.dedent(
