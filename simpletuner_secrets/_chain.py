@@ -6,7 +6,6 @@ the manager's ``config`` and the environment. No provider setting is named here.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +59,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     for key in config:
         if key in known:
             continue
+        import difflib  # only for a mistyped key: not on every start-up
+
         nearest = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
         raise ConfigurationError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import stat
@@ -356,19 +357,63 @@ class WorkerSlots:
     without bound. Here the slot stays taken until the thread really returns.
     """
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, *, daemon: str | None = None) -> None:
+        """
+        Args:
+            tokens: Threads at once per event loop.
+            daemon: Run each call in a new daemon thread of this name instead of anyio's
+                worker threads, which the interpreter waits for at exit: for a call whose
+                own timeouts are long (an SDK's default 10 s read timeout, retried), so that
+                a process does not outlive a caller that gave up on it.
+        """
         self._slots = LoopLimiters(tokens)
         # Each caller holds a slot while it waits for a thread, so this never binds.
         self._hand_off = LoopLimiters(tokens)
+        self._daemon = daemon
 
     async def run(self, func: Callable[[], T]) -> T:
         """Run ``func`` in a worker thread once a slot is free; cancellable at any point."""
         limiter = self._slots.current()
-        slot = _Slot(limiter, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        slot = _Slot(limiter, loop)
         await limiter.acquire_on_behalf_of(slot)
         try:
+            if self._daemon is not None:
+                return await _in_daemon_thread(
+                    loop, functools.partial(slot.run, func), self._daemon
+                )
             return await anyio.to_thread.run_sync(
                 slot.run, func, abandon_on_cancel=True, limiter=self._hand_off.current()
             )
         finally:
             slot.leave()
+
+
+async def _in_daemon_thread(loop: asyncio.AbstractEventLoop, func: Callable[[], T], name: str) -> T:
+    """``func()`` in a new daemon thread; a cancelled caller stops waiting at once and the
+    thread's outcome is then dropped."""
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # the caller was cancelled meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def body() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = func()
+        except BaseException as exc:  # handed to the caller, whatever it is
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits
+        del result, error
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return await future

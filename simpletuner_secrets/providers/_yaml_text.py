@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from ..keys import normalize_key
+from ._number_text import NumberText
 
 __all__ = [
     "Dumper",
@@ -75,12 +76,6 @@ class StrictLoader(yaml.SafeLoader):
                 problem="explicit tags are not allowed", problem_mark=event.start_mark
             )
         return super().compose_node(parent, index)
-
-
-class NumberText(str):
-    """A number (in JSON, also NaN or Infinity) as the text it was written as."""
-
-    __slots__ = ()
 
 
 _NUMBER_TEXT_TAG = "tag:simpletuner-secrets,2026:number-text"

@@ -2,7 +2,9 @@
 engine of aioboto3, the ``[aws]`` extra's dependency).
 
 The SDK is imported, and its service model loaded, in a worker thread; one client per event
-loop is kept open for the provider's lifetime and closed with the loop or by `aclose`.
+loop is kept open for the provider's lifetime and closed with the loop or by `aclose`. The
+provider's first load is the exception: a one-shot botocore client in a worker thread, so that
+a process's first answer does not wait for aiohttp's import (see `_threaded_load`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .._settings import (
 from ..errors import ConfigurationError, ProviderError
 from ._common import (
     WarnOnce,
+    WorkerSlots,
     display_url,
     mask_url,
     missing_extra_reason,
@@ -58,7 +61,14 @@ CLOSE_OTHER_LOOP_TIMEOUT_S = 5.0
 # assembling the client from the warmed loader (~5-10 ms) and aiohttp's TLS context, built on
 # the first request from certifi's bundle (~20 ms); the longest loop gap seen was 30-50 ms.
 _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
-_SHARED_DATA = ("endpoints", "partitions", "_retry", "sdk-default-configuration")
+# Not ``endpoints``: a Secrets Manager client resolves its endpoint from the service's rule set
+# and ``partitions``; parsing the 1.2 MB ``endpoints.json`` cost ~25 ms nothing used.
+_SHARED_DATA = ("partitions", "_retry", "sdk-default-configuration")
+
+#: Worker threads for first loads (each holds one while its one-shot client lives).
+_FIRST_LOAD_WORKERS = WorkerSlots(4, daemon="simpletuner-secrets aws first load")
+#: Requests in flight at once within one threaded first load (one per secret, at most this).
+_FIRST_LOAD_FAN_OUT = 10
 
 _sdk_found: bool | None = None
 
@@ -237,6 +247,9 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         self.requests = 0
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
+        # The first load goes through a one-shot botocore client in a thread (see
+        # `_threaded_load`); cleared once it is claimed, or when an async client opens first.
+        self._first_load_threaded = True
         _fork.track(self)
         self._missing = WarnOnce()
 
@@ -325,6 +338,10 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 provider=self.name,
             )
         started = time.monotonic()
+        if self._claim_threaded_load():
+            document = await self._threaded_load(names, started)
+            if document is not None:
+                return document
         client = await self._client()
         if len(names) == 1:
             return await self._load_one(client, names[0], started)
@@ -342,6 +359,155 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             merged.update(document)
         results.clear()
         return merged
+
+    # -- the first load: botocore in a worker thread ----------------------------------------
+
+    def _claim_threaded_load(self) -> bool:
+        """Whether this load is the provider's first, to be read with `_threaded_load`: true
+        once, and only while no async client has been opened."""
+        with self._lock:
+            claimed = self._first_load_threaded and not self._clients
+            self._first_load_threaded = False
+            return claimed
+
+    async def _threaded_load(self, names: tuple[str, ...], started: float) -> dict[str, str] | None:
+        """The provider's first load, on a one-shot botocore client in a worker thread.
+
+        aiobotocore imports aiohttp (and httpx when installed), which costs a fresh process
+        about as much as botocore itself; a process that reads its secrets once at start-up,
+        a script or a CLI call, would pay it for one request (``benchmarks/bench_startup.py``).
+        botocore's own client sends that request with urllib3 instead; the async client is
+        opened by the next load, off the critical path. Same settings, timeouts, retries,
+        credentials, error messages and counters; the parsed service model is shared with the
+        async clients. A caller cancelled meanwhile stops waiting at once; the thread finishes
+        its requests within the client's timeouts and closes the client.
+
+        Returns:
+            The merged document, or None when ``client_config`` is an ``AioConfig`` (whose
+            aiobotocore-only options botocore would drop): the load then goes through the
+            async client.
+        """
+        outcome = await _FIRST_LOAD_WORKERS.run(functools.partial(self._fetch_blocking, names))
+        if outcome is None:
+            return None
+        documents: list[dict[str, str]] = []
+        failure: ProviderError | None = None
+        cause: BaseException | None = None
+        for name, (response, error) in zip(names, outcome, strict=True):
+            if failure is not None:
+                continue
+            if error is not None:
+                if _error_code(error) == "ResourceNotFoundException":
+                    self._report_missing(name)
+                    documents.append({})
+                    continue
+                failure = self._call_error(name, error, time.monotonic() - started)
+                cause = _safe_cause(error)
+                continue
+            self._missing.clear(name)
+            document, problem = self._parse(name, response)
+            if problem is not None:
+                failure = ProviderError(problem, provider=self.name)
+            documents.append(document)
+        # No response (the whole secret) or document stays in this frame (see `_load_one`).
+        outcome.clear()
+        del response
+        document = {}
+        if failure is not None:
+            documents.clear()
+            raise failure from cause
+        merged: dict[str, str] = {}
+        for document in reversed(documents):
+            merged.update(document)
+        documents.clear()
+        return merged
+
+    def _fetch_blocking(self, names: tuple[str, ...]) -> list[tuple[Any, Exception | None]] | None:
+        """In a worker thread: open a botocore client, send one ``GetSecretValue`` per name
+        (concurrently when several), close the client. Each name's (response, error)."""
+        try:
+            client = self._open_blocking_client()
+        except Exception as exc:
+            raise self._client_error(exc) from _safe_cause(exc)
+        if client is None:
+            return None
+        with self._lock:
+            self.clients_opened += 1
+        try:
+            if len(names) == 1:
+                return [self._get_blocking(client, names[0])]
+            return self._get_all_blocking(client, names)
+        finally:
+            client.close()
+
+    def _get_all_blocking(
+        self, client: Any, names: tuple[str, ...]
+    ) -> list[tuple[Any, Exception | None]]:
+        """Each name's (response, error), at most `_FIRST_LOAD_FAN_OUT` requests at once, in
+        daemon threads (a pool's threads would hold the interpreter's exit, see `WorkerSlots`).
+        """
+        outcomes: list[tuple[Any, Exception | None]] = [(None, None)] * len(names)
+        pending = iter(range(len(names)))
+        pending_lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with pending_lock:
+                    index = next(pending, None)
+                if index is None:
+                    return
+                outcomes[index] = self._get_blocking(client, names[index])
+
+        threads = [
+            threading.Thread(target=work, name="simpletuner-secrets aws first load", daemon=True)
+            for _ in range(min(len(names), _FIRST_LOAD_FAN_OUT))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    def _get_blocking(self, client: Any, name: str) -> tuple[Any, Exception | None]:
+        with self._lock:
+            self.requests += 1
+        try:
+            return client.get_secret_value(SecretId=name, VersionStage=self.version_stage), None
+        except Exception as exc:
+            return None, exc
+
+    def _open_blocking_client(self) -> Any:
+        """A botocore Secrets Manager client with the async clients' settings, or None when
+        ``client_config`` is not a plain ``botocore.config.Config`` (an ``AioConfig``)."""
+        try:
+            with sdk_imports():  # one SDK import at a time: see sdk_imports
+                from botocore.config import Config
+                from botocore.session import get_session
+        except ImportError as exc:
+            raise _missing_sdk() from exc
+        if self.client_config is not None and type(self.client_config) is not Config:
+            # An AioConfig may hold what only aiobotocore applies (connector_args: an SSL
+            # context, keep-alive; http_session_cls), which botocore's merge would drop.
+            return None
+        retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
+        client_config = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            user_agent_extra="simpletuner-secrets",
+            **retries,
+        )
+        if self.client_config is not None:
+            client_config = client_config.merge(self.client_config)
+        core = get_session()
+        core.register_component("data_loader", _warm_loader(core))
+        return core.create_client(
+            SERVICE,
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            config=client_config,
+        )
+
+    # -- the async client's loads ---------------------------------------------------------
 
     async def _load_one(self, client: Any, name: str, started: float) -> dict[str, str]:
         """One secret's document: one ``GetSecretValue`` at `version_stage`."""

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import anyio
-import yaml
 
 from .. import _fork
 from .._settings import (
@@ -37,16 +36,7 @@ from .._threads import LoopLimiters
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
 from ._common import text_setting
-from ._yaml_text import (
-    Dumper,
-    EditRefused,
-    NumberText,
-    RefusedYAML,
-    RewriteLoader,
-    TextLoader,
-    edit_yaml,
-    value_styles,
-)
+from ._number_text import NumberText
 from .base import NOT_CACHED, DocumentSecretProvider, document_from_mapping
 
 __all__ = ["FileSecretProvider"]
@@ -724,6 +714,10 @@ class FileSecretProvider(DocumentSecretProvider):
             expected[nkey] = value
         bom = codecs.BOM_UTF8 if raw is not None and raw.startswith(codecs.BOM_UTF8) else b""
         text = raw[len(bom) :].decode("utf-8") if raw is not None else ""  # the read checked it
+        # PyYAML and the text editor are imported by the first YAML file read or written:
+        # a process with a JSON file, or none, does not pay for them (bench_startup).
+        from ._yaml_text import EditRefused, edit_yaml, value_styles
+
         for style in value_styles():
             invalid = False
             try:
@@ -943,17 +937,41 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         return {}
     line: int | None = None
     reason = "is not valid " + kind
+    if kind == "YAML":
+        data, line, problem = _parse_yaml(text, text_scalars=text_scalars)
+        if problem is None:
+            return data
+        reason = problem
+    else:
+        try:
+            # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
+            return json.loads(
+                text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText
+            )
+        except json.JSONDecodeError as exc:
+            line = exc.lineno
+        except RecursionError:
+            reason = f"is nested too deeply to be valid {kind}"
+        except ValueError:
+            pass
+    where = f" at line {line}" if line is not None else ""
+    raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
+
+
+def _parse_yaml(text: str, *, text_scalars: bool) -> tuple[Any, int | None, str | None]:
+    """YAML text parsed: (data, None, None), or (None, line, reason) when it is refused or
+    malformed (see `_parse`: no parser message travels on). PyYAML is imported here, by the
+    first YAML file read, not by the library's import."""
+    import yaml
+
+    from ._yaml_text import RefusedYAML, RewriteLoader, TextLoader
+
+    line: int | None = None
+    reason = "is not valid YAML"
     try:
-        if kind == "YAML":
-            loader = TextLoader if text_scalars else RewriteLoader
-            data = yaml.load(text, Loader=loader)
-            return {} if data is None else data
-        # Numbers (and NaN/Infinity) stay the text written: 1.50 is not 1.5, 1e400 not inf.
-        return json.loads(
-            text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText
-        )
-    except json.JSONDecodeError as exc:
-        line = exc.lineno
+        loader = TextLoader if text_scalars else RewriteLoader
+        data = yaml.load(text, Loader=loader)
+        return ({} if data is None else data), None, None
     except RefusedYAML as exc:
         reason = f"is refused: {exc.problem}"
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
@@ -961,14 +979,13 @@ def _parse(path: Path, raw: bytes, *, text_scalars: bool) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
     except RecursionError:
-        reason = f"is nested too deeply to be valid {kind}"
+        reason = "is nested too deeply to be valid YAML"
     except yaml.reader.ReaderError as exc:  # a control character: not a MarkedYAMLError
         reason = "is not valid YAML: it holds a character YAML does not allow"
         line = text.count("\n", 0, exc.position) + 1
     except (yaml.YAMLError, ValueError):
         pass
-    where = f" at line {line}" if line is not None else ""
-    raise SecretFileError(f"secrets file {path} {reason}{where}", path=path, line=line)
+    return None, line, reason
 
 
 def _json_values_as_text(data: Any) -> Any:
@@ -1237,6 +1254,10 @@ def _dump(path: Path, data: Mapping[str, Any]) -> bytes:
     are not chained: a `UnicodeEncodeError` keeps the whole text it failed on (every secret of
     the file) in its ``object`` attribute.
     """
+    import yaml
+
+    from ._yaml_text import Dumper
+
     try:
         text = yaml.dump(
             dict(data),

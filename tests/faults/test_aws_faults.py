@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiobotocore.session  # noqa: F401  (see below)
 import pytest
 from botocore.config import Config
 
@@ -38,6 +39,9 @@ from tests.faults.proxy import FaultProxy, Mode
 from tests.servers.moto import MotoServer
 
 pytestmark = pytest.mark.integration
+# aiobotocore (with aiohttp) is imported here, not by the first timed refresh: a provider's
+# first load reads through botocore, and its next opens the per-loop aiobotocore client, whose
+# import (about 0.3 s of CPU) can outlast the 1 s provider_timeout on a busy shared machine.
 
 VALUE = "aws-fault-value-3c4d5e6f7a"
 ROTATED = "aws-fault-rotated-8b9c0d1e"

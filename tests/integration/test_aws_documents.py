@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from aiobotocore.endpoint import AioEndpoint
 from botocore.config import Config
+from botocore.endpoint import Endpoint
 
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
@@ -84,9 +86,27 @@ async def test_earlier_secret_wins_and_each_answers_its_own_keys(
 async def test_the_documents_are_fetched_concurrently(
     cli: AwsCli, names: list[str], managers: list[SecretsManager], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every request of one load is in flight at once: each waits until all three are sent_targets."""
+    """Every request of one load is in flight at once: each waits until all three are sent,
+    in the first load (a botocore client in a thread) and in the next (the async client)."""
     for i, name in enumerate(names):
         cli.create(name, json.dumps({f"K{i}": str(i)}))
+    original_blocking = Endpoint._send
+    meeting = threading.Barrier(3, timeout=HANG_GUARD)
+
+    def meeting_blocking_send(self: Any, request: Any) -> Any:
+        if b"simpletuner-secrets" in request.headers.get("User-Agent", b""):  # not moto's setup
+            meeting.wait()  # a serial load breaks the barrier: BrokenBarrierError, a failed load
+        return original_blocking(self, request)
+
+    monkeypatch.setattr(Endpoint, "_send", meeting_blocking_send)
+    threaded = provider(cli.server, names)
+    try:
+        assert (await threaded.load_document())["K2"] == "2"
+        assert threaded.clients_opened == 1 and threaded.open_clients == 0
+    finally:
+        await threaded.aclose()
+    monkeypatch.setattr(Endpoint, "_send", original_blocking)
+
     original = AioEndpoint._send
     in_flight = 0
     most = 0
@@ -105,7 +125,9 @@ async def test_the_documents_are_fetched_concurrently(
             in_flight -= 1
 
     monkeypatch.setattr(AioEndpoint, "_send", meeting_send)
-    m = SecretsManager([provider(cli.server, names)], provider_timeout=60)
+    later = provider(cli.server, names)
+    later._first_load_threaded = False  # as after a first load
+    m = SecretsManager([later], provider_timeout=60)
     managers.append(m)
     try:
         assert await asyncio.wait_for(m.get("K2"), HANG_GUARD) == "2"

@@ -289,19 +289,22 @@ async def test_denied_and_throttled_raise_after_botocore_retries(
 async def test_one_client_reused_across_calls(
     moto_env: MotoServer, moto_secret: str, sent_targets: list[str], closing: Any
 ) -> None:
-    """Many uncached reads use one client; aclose closes it, twice is fine, reads reopen."""
+    """The first read's one-shot client is closed after it; the many uncached reads after it
+    use one async client; aclose closes it, twice is fine, reads reopen."""
     moto_env.create_secret(moto_secret, string='{"k": "v"}')
     provider = closing(provider_for(moto_env, moto_secret))
-    for _ in range(10):
+    assert (await provider.load_document())["K"] == "v"
+    assert provider.clients_opened == 1 and provider.open_clients == 0
+    for _ in range(9):
         assert (await provider.load_document())["K"] == "v"
     await asyncio.gather(*(provider.load_document() for _ in range(10)))
-    assert provider.clients_opened == 1 and provider.open_clients == 1
+    assert provider.clients_opened == 2 and provider.open_clients == 1
     assert sent_targets.count("secretsmanager.GetSecretValue") == 20
     await provider.aclose()
     await provider.aclose()
     assert provider.open_clients == 0
     assert (await provider.load_document())["K"] == "v"
-    assert provider.clients_opened == 2
+    assert provider.clients_opened == 3
     await provider.aclose()
     assert provider.open_clients == 0
 
@@ -337,10 +340,11 @@ async def test_two_running_loops_get_two_clients_closed_by_aclose(
         await asyncio.to_thread(opened.wait)
         await asyncio.to_thread(finish.wait, 20)
 
+    assert (await provider.load_document())["K"] == "v"  # the first load: a one-shot client
     runs = [_in_thread_loop(work) for _ in range(2)]
     await asyncio.to_thread(opened.wait)
     entries = list(provider._clients.values())
-    assert provider.clients_opened == 2 and provider.open_clients == 2
+    assert provider.clients_opened == 3 and provider.open_clients == 2
     assert len({e.loop for e in entries}) == 2
     await provider.aclose()
     assert provider.open_clients == 0
@@ -361,11 +365,12 @@ async def test_client_closes_with_its_loop(moto_env: MotoServer, moto_secret: st
     async def work() -> None:
         assert (await provider.load_document())["K"] == "v"
 
+    assert (await provider.load_document())["K"] == "v"  # the first load: a one-shot client
     for _ in range(2):
         thread, errors = _in_thread_loop(work)
         await asyncio.to_thread(thread.join, 20)
         assert not errors
-    assert provider.clients_opened == 2 and provider.open_clients == 0
+    assert provider.clients_opened == 3 and provider.open_clients == 0
     await provider.aclose()
     gc.collect()
 
@@ -393,6 +398,10 @@ async def test_cancelled_first_caller_does_not_cancel_the_others(
     """Cancelling the call that started opening the client leaves the other callers served."""
     moto_env.create_secret(moto_secret, string='{"k": "v"}')
     provider = closing(provider_for(moto_env, moto_secret))
+    # The provider's first load reads through a one-shot botocore client; the next ones open
+    # the shared per-loop client, which is what this test cancels the opening of.
+    assert (await provider.load_document())["K"] == "v"
+    assert provider.clients_opened == 1
     first = asyncio.create_task(provider.load_document())
     await asyncio.sleep(0)
     others = [asyncio.create_task(provider.load_document()) for _ in range(3)]
@@ -401,7 +410,7 @@ async def test_cancelled_first_caller_does_not_cancel_the_others(
     results = await asyncio.gather(*others)
     assert all(r["K"] == "v" for r in results)
     assert first.cancelled()
-    assert provider.clients_opened == 1
+    assert provider.clients_opened == 2  # the one-shot client, then one per-loop client
 
 
 HEARTBEAT_SCRIPT = textwrap.dedent(
@@ -455,6 +464,51 @@ def test_first_cold_get_never_stalls_the_loop(moto_env: MotoServer, moto_secret:
     assert result["ticks"] >= 5, result
     assert result["max_busy"] < 0.1, result
     assert result["max_wall_gap"] < HANG_GUARD_S, result
+
+
+FIRST_ANSWER_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+
+    from simpletuner_secrets import SecretsManager
+
+    def loaded():
+        return sorted(m for m in ("aiohttp", "aiobotocore", "aioboto3", "httpx") if m in sys.modules)
+
+    manager = SecretsManager(cache_ttl=0, min_refresh_interval=0)
+    first = manager.sync.get("FIRST")
+    after_first = loaded()
+    second = manager.sync.get("FIRST")  # a second load: the event loop's async client
+    after_second = loaded()
+    counters = manager.stats()["providers"]["aws"]
+    manager.sync.close()
+    print(json.dumps({"values": [first, second], "first": after_first, "second": after_second,
+                      "requests": counters["requests"]}))
+    """
+)
+
+
+def test_a_fresh_process_first_answer_does_not_import_aiohttp(
+    moto_env: MotoServer, moto_secret: str
+) -> None:
+    """A fresh process's first AWS answer comes without importing aiohttp or aiobotocore (a
+    botocore client in a worker thread); its next load opens the aiobotocore client."""
+    moto_env.create_secret(moto_secret, string='{"first": "answer"}')
+    env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=moto_secret, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", FIRST_ANSWER_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,  # a hang guard: the run takes a second or two
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["values"] == ["answer", "answer"], result
+    assert result["first"] == [], result
+    assert "aiobotocore" in result["second"] and "aiohttp" in result["second"], result
+    assert result["requests"] == 2, result
 
 
 # -- logging and repr -------------------------------------------------------------------

@@ -28,22 +28,6 @@ ROTATED = "chain-vault-rotated-3a4b5c"
 
 
 @pytest.fixture
-def aws_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every request botocore sends, by X-Amz-Target, counted below the provider."""
-    from aiobotocore.endpoint import AioEndpoint
-
-    sent: list[str] = []
-    original = AioEndpoint._send
-
-    async def counting_send(self: Any, request: Any) -> Any:
-        sent.append(str(request.headers.get("X-Amz-Target", b""), "ascii", "replace"))
-        return await original(self, request)
-
-    monkeypatch.setattr(AioEndpoint, "_send", counting_send)
-    return sent
-
-
-@pytest.fixture
 def chain(
     tmp_path: Path,
     moto_env: MotoServer,
@@ -91,7 +75,7 @@ def seed_vault(bao: BaoServer, path: str, value: str) -> None:
 
 
 async def test_priority_and_fan_out_over_the_real_chain(
-    chain: dict[str, Any], bao: BaoServer, aws_requests: list[str], tmp_path: Path
+    chain: dict[str, Any], bao: BaoServer, sent_targets: list[str], tmp_path: Path
 ) -> None:
     """Each key comes from the highest provider that has it; one fetch per remote document."""
     path = f"chain-{secrets.token_hex(4)}"
@@ -134,7 +118,7 @@ async def test_priority_and_fan_out_over_the_real_chain(
             "nowhere": None,
         }
         # 200 lookups, one document fetch per remote provider.
-        assert aws_requests.count("secretsmanager.GetSecretValue") == 1
+        assert sent_targets.count("secretsmanager.GetSecretValue") == 1
         assert audit.responses(f"secret/data/{path}") == [f"secret/data/{path}"]
         stats = manager.stats()["providers"]
         assert stats["aws"]["calls"] == 1 and stats["vault"]["calls"] == 1
@@ -149,7 +133,7 @@ async def test_priority_and_fan_out_over_the_real_chain(
         for t in threads:
             t.join()
         assert got == [VAULT_VALUE] * 8
-        assert aws_requests.count("secretsmanager.GetSecretValue") == 1
+        assert sent_targets.count("secretsmanager.GetSecretValue") == 1
 
 
 async def test_vault_rotation_is_seen_after_the_ttl_without_restart(

@@ -155,20 +155,52 @@ def test_repr_names_settings_and_masks_endpoint_password() -> None:
 
 
 class StubClient:
-    """Stands in for the aioboto3 client: returns or raises what the test sets."""
+    """Stands in for the aiobotocore client: returns or raises what the test sets."""
 
     def __init__(self, outcome: Any) -> None:
         self.outcome = outcome
         self.calls: list[dict[str, Any]] = []
+        self.closed = 0
+        self.blocking_calls = 0
 
-    async def get_secret_value(self, **kwargs: Any) -> Any:
+    def answer(self, kwargs: dict[str, Any]) -> Any:
         self.calls.append(kwargs)
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
 
+    async def get_secret_value(self, **kwargs: Any) -> Any:
+        return self.answer(kwargs)
 
-def stubbed(outcome: Any, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> StubClient:
+
+class BlockingStubClient:
+    """Stands in for the one-shot botocore client of a first load, answering as its stub."""
+
+    def __init__(self, stub: StubClient) -> None:
+        self.stub = stub
+
+    def get_secret_value(self, **kwargs: Any) -> Any:
+        self.stub.blocking_calls += 1
+        return self.stub.answer(kwargs)
+
+    def close(self) -> None:
+        self.stub.closed += 1
+
+
+#: The two ways a load reaches the client: the provider's first load (a botocore client in a
+#: worker thread), and every later one (the event loop's aiobotocore client).
+CLIENT_PATHS = ["first load in a thread", "async client"]
+
+
+@pytest.fixture(params=CLIENT_PATHS)
+def client_path(request: pytest.FixtureRequest) -> str:
+    """Each stubbed test runs on both client paths."""
+    return str(request.param)
+
+
+def stubbed(
+    outcome: Any, monkeypatch: pytest.MonkeyPatch, client_path: str, **kwargs: Any
+) -> StubClient:
     stub = StubClient(outcome)
     provider = make(secret_name="team/app", region_name="us-east-1", **kwargs)
 
@@ -176,6 +208,10 @@ def stubbed(outcome: Any, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Stu
         return stub
 
     monkeypatch.setattr(provider, "_client", client)
+    if client_path == "async client":
+        provider._first_load_threaded = False
+    else:
+        monkeypatch.setattr(provider, "_open_blocking_client", lambda: BlockingStubClient(stub))
     stub.provider = provider  # type: ignore[attr-defined]
     return stub
 
@@ -192,9 +228,12 @@ def client_error(code: str, status: int, message: str) -> ClientError:
 
 async def test_stubbed_call_uses_secret_id_and_version_stage(
     monkeypatch: pytest.MonkeyPatch,
+    client_path: str,
 ) -> None:
     """GetSecretValue is called with SecretId and VersionStage."""
-    stub = stubbed({"SecretString": json.dumps({"k": VALUE})}, monkeypatch, version_stage="S1")
+    stub = stubbed(
+        {"SecretString": json.dumps({"k": VALUE})}, monkeypatch, client_path, version_stage="S1"
+    )
     assert await stub.provider.load_document() == {"K": VALUE}  # type: ignore[attr-defined]
     assert stub.calls == [{"SecretId": "team/app", "VersionStage": "S1"}]
 
@@ -204,10 +243,10 @@ async def test_stubbed_call_uses_secret_id_and_version_stage(
     [("AccessDeniedException", 400), ("ThrottlingException", 400), ("InternalServiceError", 500)],
 )
 async def test_stubbed_client_errors_map_to_provider_error(
-    monkeypatch: pytest.MonkeyPatch, code: str, status: int
+    monkeypatch: pytest.MonkeyPatch, client_path: str, code: str, status: int
 ) -> None:
     """A botocore ClientError becomes ProviderError naming the secret, code and status."""
-    stub = stubbed(client_error(code, status, "not allowed"), monkeypatch)
+    stub = stubbed(client_error(code, status, "not allowed"), monkeypatch, client_path)
     with pytest.raises(ProviderError) as info:
         await stub.provider.load_document()  # type: ignore[attr-defined]
     message = str(info.value)
@@ -216,16 +255,22 @@ async def test_stubbed_client_errors_map_to_provider_error(
     assert isinstance(info.value.__cause__, ClientError)
 
 
-async def test_stubbed_connection_error_names_the_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stubbed_connection_error_names_the_cause(
+    monkeypatch: pytest.MonkeyPatch, client_path: str
+) -> None:
     """botocore's own errors are named with their message."""
-    stub = stubbed(EndpointConnectionError(endpoint_url="http://127.0.0.1:9/"), monkeypatch)
+    stub = stubbed(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9/"), monkeypatch, client_path
+    )
     with pytest.raises(ProviderError, match=r"EndpointConnectionError: .*127\.0\.0\.1:9"):
         await stub.provider.load_document()  # type: ignore[attr-defined]
 
 
-async def test_stubbed_unknown_error_withholds_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stubbed_unknown_error_withholds_its_message(
+    monkeypatch: pytest.MonkeyPatch, client_path: str
+) -> None:
     """An unexpected exception is named by class only; its message (maybe data) is not chained."""
-    stub = stubbed(RuntimeError(f"parse failed near {VALUE}"), monkeypatch)
+    stub = stubbed(RuntimeError(f"parse failed near {VALUE}"), monkeypatch, client_path)
     with pytest.raises(ProviderError) as info:
         await stub.provider.load_document()  # type: ignore[attr-defined]
     assert "RuntimeError" in str(info.value) and VALUE not in str(info.value)
@@ -233,10 +278,10 @@ async def test_stubbed_unknown_error_withholds_its_message(monkeypatch: pytest.M
 
 
 async def test_stubbed_not_found_warns_once_until_found_again(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, client_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ResourceNotFoundException: empty document, one warning; after a success it may warn anew."""
-    stub = stubbed(client_error("ResourceNotFoundException", 400, "gone"), monkeypatch)
+    stub = stubbed(client_error("ResourceNotFoundException", 400, "gone"), monkeypatch, client_path)
     provider = stub.provider  # type: ignore[attr-defined]
     with caplog.at_level(logging.WARNING, logger="simpletuner_secrets"):
         for _ in range(3):
@@ -249,11 +294,78 @@ async def test_stubbed_not_found_warns_once_until_found_again(
     assert len(caplog.records) == 2
 
 
-async def test_stubbed_response_without_value_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stubbed_response_without_value_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, client_path: str
+) -> None:
     """A response with neither SecretString nor SecretBinary raises ProviderError."""
-    stub = stubbed({"Name": "team/app"}, monkeypatch)
+    stub = stubbed({"Name": "team/app"}, monkeypatch, client_path)
     with pytest.raises(ProviderError, match="neither SecretString nor SecretBinary"):
         await stub.provider.load_document()  # type: ignore[attr-defined]
+
+
+async def test_only_the_first_load_uses_a_one_shot_client_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first load reads through a botocore client closed right after it; later loads
+    through the event loop's async client; both counted as clients opened and requests."""
+    stub = stubbed({"SecretString": json.dumps({"k": VALUE})}, monkeypatch, CLIENT_PATHS[0])
+    provider = stub.provider  # type: ignore[attr-defined]
+    assert await provider.load_document() == {"K": VALUE}
+    assert (stub.blocking_calls, stub.closed, len(stub.calls)) == (1, 1, 1)
+    assert provider.clients_opened == 1 and provider.counters()["requests"] == 1
+    for _ in range(3):
+        assert await provider.load_document() == {"K": VALUE}
+    assert (stub.blocking_calls, stub.closed, len(stub.calls)) == (1, 1, 4)
+    assert provider.counters()["requests"] == 4
+
+
+async def test_several_secrets_in_the_first_load_earlier_wins_and_first_failure_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A threaded first load of "a,b,c" merges with the earlier secret winning, and names
+    the first failing secret in priority order."""
+    answers = {
+        "a": {"SecretString": json.dumps({"shared": "from-a"})},
+        "b": {"SecretString": json.dumps({"shared": "from-b", "only_b": "2"})},
+        "c": client_error("ResourceNotFoundException", 400, "gone"),
+    }
+
+    class ByName(BlockingStubClient):
+        def get_secret_value(self, **kwargs: Any) -> Any:
+            answer = answers[kwargs["SecretId"]]
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+    provider = make(secret_name="a,b,c", region_name="us-east-1")
+    monkeypatch.setattr(provider, "_open_blocking_client", lambda: ByName(StubClient(None)))
+    assert await provider.load_document() == {"SHARED": "from-a", "ONLY_B": "2"}
+    assert provider.counters()["requests"] == 3
+    answers["b"] = client_error("AccessDeniedException", 400, "no")
+    answers["c"] = client_error("ThrottlingException", 400, "slow down")
+    provider._first_load_threaded = True  # read the same way again
+    with pytest.raises(ProviderError, match=r"'b'.*AccessDeniedException"):
+        await provider.load_document()
+
+
+async def test_an_aioconfig_sends_the_first_load_through_the_async_client() -> None:
+    """A client_config that is an AioConfig (connector_args only aiobotocore applies) is
+    never reduced to a botocore Config: the first load opens no one-shot client."""
+    from aiobotocore.config import AioConfig
+
+    provider = make(
+        secret_name="team/app",
+        region_name="us-east-1",
+        client_config=AioConfig(connector_args={"keepalive_timeout": 3}),
+    )
+    assert provider._open_blocking_client() is None
+    plain = make(secret_name="team/app", region_name="us-east-1", client_config=Config())
+    client = plain._open_blocking_client()
+    try:
+        assert type(client).__module__.startswith("botocore")
+        assert client.meta.config.connect_timeout == 5.0
+    finally:
+        client.close()
 
 
 async def test_no_secret_name_raises_without_opening_a_client() -> None:

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Forces the losing interleaving instead of waiting for it (about one run in ten by chance).
@@ -59,7 +61,7 @@ RACE = textwrap.dedent(
     sys.meta_path.insert(0, Interleave())
 
     def import_aws():
-        aws.AWSSecretsManagerProvider("app", "us-east-1", environ={})._open_session()
+        aws.AWSSecretsManagerProvider("app", "us-east-1", environ={}).OPENER()
 
     def import_vault():
         in_block.wait(3)
@@ -77,12 +79,22 @@ RACE = textwrap.dedent(
 )
 
 
-def test_concurrent_sdk_imports_let_no_dependency_warning_reach_stderr() -> None:
-    """AWS and Vault SDKs imported at once in two threads: nothing on stderr."""
+@pytest.mark.parametrize(
+    "opener",
+    ["_open_session", "_open_blocking_client"],
+    ids=["aiobotocore session", "first load's botocore client"],
+)
+def test_concurrent_sdk_imports_let_no_dependency_warning_reach_stderr(opener: str) -> None:
+    """AWS and Vault SDKs imported at once in two threads (the AWS side by the async
+    client's session, or by a first load's botocore client): nothing on stderr."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
-        [sys.executable, "-c", RACE], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", RACE.replace("OPENER", opener)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     # Both sides reached their step: the race was really set up.
