@@ -445,21 +445,27 @@ HEARTBEAT_SCRIPT = textwrap.dedent(
 )
 
 
-def test_first_cold_get_never_stalls_the_loop(moto_env: MotoServer, moto_secret: str) -> None:
-    """In a fresh process, the first get (SDK import and client creation included) never
-    blocks the event loop for more than 0.1 s."""
-    moto_env.create_secret(moto_secret, string='{"beat": "ok"}')
-    env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=moto_secret, PYTHONPATH=str(ROOT))
+def run_fresh_script(script: str, secret_name: str) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter reading ``secret_name`` from moto (warnings are
+    errors); the JSON object it printed last."""
+    env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=secret_name, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", HEARTBEAT_SCRIPT],
+        [sys.executable, "-W", "error", "-c", script],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=env,
-        timeout=60,
+        timeout=120,  # a hang guard: a run takes a second or two
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_first_cold_get_never_stalls_the_loop(moto_env: MotoServer, moto_secret: str) -> None:
+    """In a fresh process, the first get (SDK import and client creation included) never
+    blocks the event loop for more than 0.1 s."""
+    moto_env.create_secret(moto_secret, string='{"beat": "ok"}')
+    result = run_fresh_script(HEARTBEAT_SCRIPT, moto_secret)
     assert result["cold"] and result["ok"], result
     assert result["ticks"] >= 5, result
     assert result["max_busy"] < 0.1, result
@@ -494,17 +500,7 @@ def test_a_fresh_process_first_answer_does_not_import_aiohttp(
     """A fresh process's first AWS answer comes without importing aiohttp or aiobotocore (a
     botocore client in a worker thread); its next load opens the aiobotocore client."""
     moto_env.create_secret(moto_secret, string='{"first": "answer"}')
-    env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=moto_secret, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", FIRST_ANSWER_SCRIPT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,  # a hang guard: the run takes a second or two
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_fresh_script(FIRST_ANSWER_SCRIPT, moto_secret)
     assert result["values"] == ["answer", "answer"], result
     assert result["first"] == [], result
     assert "aiobotocore" in result["second"] and "aiohttp" in result["second"], result
