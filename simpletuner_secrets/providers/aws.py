@@ -489,13 +489,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             # An AioConfig may hold what only aiobotocore applies (connector_args: an SSL
             # context, keep-alive; http_session_cls), which botocore's merge would drop.
             return None
-        retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
-        client_config = Config(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            user_agent_extra="simpletuner-secrets",
-            **retries,
-        )
+        client_config = Config(**self._config_options())
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
         core = get_session()
@@ -741,19 +735,24 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         # parsed service model is loop-free data: shared by every session of the process, so a
         # process running `asyncio.run` per task parses it once, not per run.
         core.register_component("data_loader", _warm_loader(core))
-        # Standard retry mode (3 attempts, short backoff) unless botocore's own variable says
-        # otherwise: the legacy default spends ~9 s retrying a refused connection, longer than
-        # the manager's provider_timeout, which then hides the cause behind "no answer".
-        retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
-        client_config = AioConfig(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            user_agent_extra="simpletuner-secrets",
-            **retries,
-        )
+        client_config = AioConfig(**self._config_options())
         if self.client_config is not None:
             client_config = client_config.merge(self.client_config)
         return core, client_config
+
+    def _config_options(self) -> dict[str, Any]:
+        """The client settings both kinds of client start from (``client_config`` is merged
+        over them): the provider's timeouts, its user agent, and standard retry mode (3
+        attempts, short backoff) unless botocore's own variable says otherwise: the legacy
+        default spends ~9 s retrying a refused connection, longer than the manager's
+        provider_timeout, which then hides the cause behind "no answer"."""
+        retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
+        return {
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "user_agent_extra": "simpletuner-secrets",
+            **retries,
+        }
 
     # -- closing -----------------------------------------------------------------------
 
