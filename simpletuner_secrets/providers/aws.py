@@ -474,6 +474,11 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             return client.get_secret_value(SecretId=name, VersionStage=self.version_stage), None
         except Exception as exc:
+            # The traceback's botocore frames hold the HTTP response, and with it the pooled
+            # connection, out of reach of `client.close()`: the socket would stay open for as
+            # long as the caller keeps the error (a server waiting on it never sees it close).
+            # The error keeps its type, code and message; its frames are of a finished thread.
+            _drop_tracebacks(exc)
             return None, exc
 
     def _open_blocking_client(self) -> Any:
@@ -898,6 +903,16 @@ def _is_botocore_error(exc: BaseException) -> bool:
     except ImportError:
         return False
     return isinstance(exc, BotoCoreError)
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Clear the traceback of ``exc`` and of every error it chains (cause or context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
 
 
 def _safe_cause(exc: BaseException) -> BaseException | None:

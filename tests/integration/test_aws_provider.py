@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -227,12 +228,19 @@ async def test_unreachable_endpoint_raises_provider_error(
 
 
 async def _fake_aws(
-    status: int, error_type: str, counter: list[int]
+    status: int,
+    error_type: str,
+    counter: list[int],
+    connected: list[int] | None = None,
+    closed: asyncio.Event | None = None,
 ) -> tuple[asyncio.AbstractServer, str]:
-    """A loopback HTTP server answering every request with one AWS JSON error."""
+    """A loopback HTTP server answering every request with one AWS JSON error; ``connected``
+    counts the client connections still open, ``closed`` is set whenever none is."""
     body = json.dumps({"__type": error_type, "message": f"{error_type} for this caller"}).encode()
+    connected = [0] if connected is None else connected
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected[0] += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -248,6 +256,9 @@ async def _fake_aws(
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            connected[0] -= 1
+            if closed is not None and not connected[0]:
+                closed.set()
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -262,9 +273,10 @@ async def _fake_aws(
 async def test_denied_and_throttled_raise_after_botocore_retries(
     moto_env: MotoServer, status: int, error_type: str, attempts: int
 ) -> None:
-    """Errors from a fake AWS endpoint: denied at once, throttling after botocore's retries."""
-    counter = [0]
-    server, url = await _fake_aws(status, error_type, counter)
+    """Errors from a fake AWS endpoint: denied at once, throttling after botocore's retries;
+    the provider's connections are closed by `aclose` while the caller still holds the error."""
+    counter, connected, closed = [0], [0], asyncio.Event()
+    server, url = await _fake_aws(status, error_type, counter, connected, closed)
     provider = AWSSecretsManagerProvider(
         "team/app",
         "us-east-1",
@@ -277,7 +289,13 @@ async def test_denied_and_throttled_raise_after_botocore_retries(
     finally:
         await provider.aclose()
         server.close()
-        await server.wait_closed()
+        # The error's traceback once held the first load's HTTP response and its socket
+        # (Python 3.12's wait_closed then waited for ever); 10 s is a hang guard, not a
+        # timing check: the socket closes within milliseconds.
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(closed.wait(), 10)
+        assert connected[0] == 0, "a connection stayed open while the error was held"
+        await asyncio.wait_for(server.wait_closed(), 30)
     message = str(info.value)
     assert error_type in message and "'team/app'" in message and "HTTP 400" in message
     assert counter[0] == attempts
