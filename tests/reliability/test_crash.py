@@ -39,26 +39,15 @@ STALL_S = 120.0
 # YAML writes parse and dump the whole file with PyYAML's pure-Python loader (the strict loader
 # needs Python hooks), about 0.11 ms per key held: 55 ms a write at 1,000 keys, 55 s for the
 # whole run. 250 YAML writes keep the same kill pattern within a few seconds.
+# The long variants took up to 14 min on a loaded CI machine: their hang guard is the progress
+# bound (STALL_S), so pytest-timeout's per-test guard is lifted to an hour.
+LONG = [pytest.mark.long, pytest.mark.timeout(3600)]
 CASES = [
     pytest.param("s.json", "manager", 1000, id="json-manager-1000"),
     pytest.param("s.yaml", "manager", 250, id="yaml-manager-250"),
     # The long variants (nox -s faults): YAML writes cost ~55 ms each at 1,000 keys.
-    # They took up to 14 min on a loaded CI machine: their hang guard is the progress bound
-    # (STALL_S), so pytest-timeout's per-test guard is lifted to an hour.
-    pytest.param(
-        "s.yaml",
-        "manager",
-        1000,
-        id="yaml-manager-1000",
-        marks=[pytest.mark.long, pytest.mark.timeout(3600)],
-    ),
-    pytest.param(
-        "s.json",
-        "manager",
-        3000,
-        id="json-manager-3000",
-        marks=[pytest.mark.long, pytest.mark.timeout(3600)],
-    ),
+    pytest.param("s.yaml", "manager", 1000, id="yaml-manager-1000", marks=LONG),
+    pytest.param("s.json", "manager", 3000, id="json-manager-3000", marks=LONG),
 ]
 
 
