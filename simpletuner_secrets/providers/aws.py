@@ -354,11 +354,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             # locals of every frame on a traceback).
             results.clear()
             raise failure
-        merged: dict[str, str] = {}
-        for document in reversed(results):
-            merged.update(document)
-        results.clear()
-        return merged
+        return _earlier_wins(results)
 
     # -- the first load: botocore in a worker thread ----------------------------------------
 
@@ -392,17 +388,16 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
             return None
         documents: list[dict[str, str]] = []
         failure: ProviderError | None = None
-        cause: BaseException | None = None
         for name, (response, error) in zip(names, outcome, strict=True):
             if failure is not None:
                 continue
             if error is not None:
-                if _error_code(error) == "ResourceNotFoundException":
-                    self._report_missing(name)
+                try:
+                    self._request_failed(name, error, started)
+                except ProviderError as exc:
+                    failure = exc  # raised below, once no response is left in this frame
+                else:
                     documents.append({})
-                    continue
-                failure = self._call_error(name, error, time.monotonic() - started)
-                cause = _safe_cause(error)
                 continue
             self._missing.clear(name)
             document, problem = self._parse(name, response)
@@ -415,12 +410,8 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         document = {}
         if failure is not None:
             documents.clear()
-            raise failure from cause
-        merged: dict[str, str] = {}
-        for document in reversed(documents):
-            merged.update(document)
-        documents.clear()
-        return merged
+            raise failure
+        return _earlier_wins(documents)
 
     def _fetch_blocking(self, names: tuple[str, ...]) -> list[tuple[Any, Exception | None]] | None:
         """In a worker thread: open a botocore client, send one ``GetSecretValue`` per name
@@ -559,13 +550,17 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         try:
             response = await client.get_secret_value(SecretId=name, VersionStage=stage)
         except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
-                self._report_missing(name)
-                return None
-            elapsed = time.monotonic() - started
-            raise self._call_error(name, exc, elapsed) from _safe_cause(exc)
+            return self._request_failed(name, exc, started)
         self._missing.clear(name)
         return response
+
+    def _request_failed(self, name: str, exc: Exception, started: float) -> None:
+        """A failed ``GetSecretValue``: None when the secret or stage is missing (warned once),
+        else the error naming it is raised."""
+        if _error_code(exc) == "ResourceNotFoundException":
+            self._report_missing(name)
+            return None
+        raise self._call_error(name, exc, time.monotonic() - started) from _safe_cause(exc)
 
     def _report_missing(self, name: str) -> None:
         if self._missing.first(name):
@@ -903,6 +898,16 @@ def _is_botocore_error(exc: BaseException) -> bool:
     except ImportError:
         return False
     return isinstance(exc, BotoCoreError)
+
+
+def _earlier_wins(documents: list[dict[str, str]]) -> dict[str, str]:
+    """Several secrets' documents as one, an earlier secret's key winning; ``documents`` is
+    emptied (no document stays referenced by the caller's frame)."""
+    merged: dict[str, str] = {}
+    for document in reversed(documents):
+        merged.update(document)
+    documents.clear()
+    return merged
 
 
 def _drop_tracebacks(exc: BaseException) -> None:
