@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -24,6 +22,7 @@ from botocore.config import Config
 import simpletuner_secrets
 from simpletuner_secrets import ProviderError, SecretsManager
 from simpletuner_secrets.providers.aws import AWSSecretsManagerProvider
+from tests.fresh_process import run_json_script
 from tests.heartbeat import HANG_GUARD_S
 from tests.servers.moto import MotoServer, free_port
 
@@ -467,16 +466,7 @@ def run_fresh_script(script: str, secret_name: str) -> dict[str, Any]:
     """Run ``script`` in a fresh interpreter reading ``secret_name`` from moto (warnings are
     errors); the JSON object it printed last."""
     env = dict(os.environ, SIMPLETUNER_AWS_SECRET_NAME=secret_name, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,  # a hang guard: a run takes a second or two
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return run_json_script(script, env, ROOT)
 
 
 def test_first_cold_get_never_stalls_the_loop(moto_env: MotoServer, moto_secret: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from tests.fresh_process import run_json_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,16 +36,7 @@ def run_fresh(code: str, tmp_path: Path, **extra: str) -> dict[str, object]:
         if not k.startswith(("AWS_", "VAULT_", "BAO_", "SIMPLETUNER_"))
     }
     env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path), **extra)
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,  # a hang guard: the run takes a second
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_json_script(code, env, tmp_path)
 
 
 def test_import_and_a_json_file_load_no_yaml_sdk_or_http_client(tmp_path: Path) -> None:
