@@ -392,8 +392,17 @@ class Resolver:
         cache = self.cache
         entry = cache.touch(ckey)  # a hit counts; a miss is counted once, by the load
 
-        def load() -> Awaitable[Entry]:
-            return self.fetch_entry(slot, fetch, entry)
+        async def load() -> Entry:
+            if entry is not None:
+                # This lookup decided on `entry`, but on another loop (the sync facade's, a
+                # thread's) a refresh may have replaced it since: a lookup that read it just
+                # before, or two that both saw it due at once. Its answer is newer than
+                # anything this decision was about, so it is the result, with no request.
+                # Checked inside the load, so no other load of the key can store meanwhile.
+                current = cache.peek(ckey)
+                if current is not None and current[0] is not entry:
+                    return current[0]
+            return await self.fetch_entry(slot, fetch, entry)
 
         if entry is None:
             self.fetched += 1

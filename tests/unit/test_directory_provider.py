@@ -115,14 +115,20 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
     keys = [f"key{i:02d}" for i in range(30)]  # a longer read and removal: more overlap
     volume.write(dict.fromkeys(keys, "0"))
     provider = SecretsDirectoryProvider(volume.root, timer=clock)
-    m = SecretsManager([provider], timer=clock)
+    # provider_timeout: a read in a worker thread stalled on a busy machine must not turn into
+    # a skipped provider (None) in a test of what one read sees.
+    m = SecretsManager([provider], timer=clock, provider_timeout=HANG_GUARD)
     stop = threading.Event()
+    swapper_failed: list[BaseException] = []
 
     def swapper() -> None:
         version = 0
-        while not stop.is_set():
-            version += 1
-            volume.write(dict.fromkeys(keys, str(version)))
+        try:
+            while not stop.is_set():
+                version += 1
+                volume.write(dict.fromkeys(keys, str(version)))
+        except BaseException as exc:  # reported by the loop below, not lost with the thread
+            swapper_failed.append(exc)
 
     thread = threading.Thread(target=swapper, daemon=True)
     thread.start()
@@ -131,14 +137,22 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
 
         async def lookups_across_swaps() -> None:
             while len(seen) < 10 or volume.swaps < 30:
+                assert not swapper_failed, f"the swapping thread failed: {swapper_failed[0]!r}"
                 clock.tick(1.0)  # every iteration re-checks the volume
                 values = [await m.get(k) for k in keys]
-                assert None not in values, values
-                assert len(set(values)) == 1, values
+                where = f"after {volume.swaps} swaps, {len(seen)} versions seen; {m.stats()}"
+                assert None not in values, (values, where)
+                assert len(set(values)) == 1, (values, where)
                 seen.add(values[0] or "")
                 await asyncio.sleep(0.001)  # let the swapper thread have the GIL too
 
-        await asyncio.wait_for(lookups_across_swaps(), HANG_GUARD)  # 3.10: no asyncio.timeout
+        try:
+            await asyncio.wait_for(lookups_across_swaps(), HANG_GUARD)  # 3.10: no asyncio.timeout
+        except asyncio.TimeoutError:
+            pytest.fail(
+                f"hang guard: {volume.swaps} swaps, {len(seen)} versions seen, "
+                f"{provider.reads} reads; {m.stats()}"
+            )
     finally:
         stop.set()
         thread.join(HANG_GUARD)

@@ -701,3 +701,59 @@ async def test_a_second_aclose_waits_for_the_first_to_finish() -> None:
     await m2.aclose()
     assert provider2.closed_at is not None
     await first
+
+
+def background_drained(m: SecretsManager) -> bool:
+    """Wait (blocking, up to the hang guard) until no background refresh of ``m`` is left."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while m.resolver._background and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not m.resolver._background
+
+
+def test_a_refresh_decided_on_another_loop_after_one_landed_asks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup on the sync facade's loop that saw an entry due just before the main loop
+    refreshed it takes the refreshed answer instead of loading again."""
+    from simpletuner_secrets import _resolver as resolver_module
+
+    clock = FakeClock(5000.0)
+    doc = DocProvider({"K": "v1"})
+    m = make(doc, clock=clock, cache_ttl=10)
+    assert asyncio.run(m.get("K")) == "v1"
+    doc.data["K"] = "v2"
+    clock.now += 8.9  # past the refresh-ahead point (7.2-8.8 s), before expiry (9-11 s)
+    main = threading.get_ident()
+    decided, refreshed = threading.Event(), threading.Event()
+    real_decide = resolver_module.decide
+
+    def decide_then_pause(entry: Entry, now: float, policy: Any) -> Any:
+        verdict = real_decide(entry, now, policy)
+        if threading.get_ident() != main and not decided.is_set():
+            # The facade's lookup has read the entry as due; the GIL passes to the main
+            # thread, whose own lookup refreshes it before this one goes on.
+            decided.set()
+            assert refreshed.wait(HANG_GUARD_S)
+        return verdict
+
+    monkeypatch.setattr(resolver_module, "decide", decide_then_pause)
+    answers: list[str | None] = []
+    facade = threading.Thread(target=lambda: answers.append(m.sync.get("K")))
+
+    async def main_loop() -> None:
+        facade.start()
+        assert await asyncio.to_thread(decided.wait, HANG_GUARD_S)
+        assert await m.get("K") == "v1"  # due: served, refreshed in the background
+        await asyncio.wait_for(asyncio.gather(*m.resolver._background), HANG_GUARD_S)
+        assert doc.loads == 2
+        refreshed.set()
+        await asyncio.to_thread(facade.join, HANG_GUARD_S)
+        # The facade's own background refresh runs on its loop, not this one.
+        assert await asyncio.to_thread(background_drained, m)
+        assert answers == ["v1"]
+        assert doc.loads == 2  # the stale decision joined the refresh that had landed
+        assert await m.get("K") == "v2"
+        await m.aclose()
+
+    asyncio.run(main_loop())
