@@ -61,8 +61,9 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 def require_asyncio() -> None:
     """Refuse, with one clear error, an async call made outside asyncio (trio, curio).
 
-    The resolver, the cache's single-flight and the AWS client are asyncio code; under anyio's
-    trio backend they would half-work. Trio code can use the sync facade from a worker thread.
+    The resolver, the cache's single-flight and the AWS client are asyncio code; under trio
+    (through anyio, say) they would half-work. Trio code can use the sync facade from a
+    worker thread.
     """
     if running_loop() is None:
         raise SecretsError(

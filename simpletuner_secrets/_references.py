@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
-
+from ._threads import run_sync
 from .errors import ProviderError
 from .keys import normalize_key
 from .providers._common import WarnOnce, read_value_file, unsafe_file_problems
@@ -299,7 +298,7 @@ class References:
         return _Target(f"vault:{reference.target}", built.load_document)
 
     async def _read_file(self, path: Path) -> str | None:
-        return await anyio.to_thread.run_sync(self._read_file_now, path)
+        return await run_sync(self._read_file_now, path)
 
     def _read_file_now(self, path: Path) -> str | None:
         problem = ""

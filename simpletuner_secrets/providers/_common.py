@@ -4,9 +4,7 @@ held until the thread really returns."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import ipaddress
 import os
 import stat
@@ -16,11 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
-import anyio.to_thread
-
 from .. import _fork
-from .._threads import LoopLimiters
+from .._threads import LoopLimiters, run_sync
 from ..errors import ProviderError
 from .base import document_from_mapping
 
@@ -304,116 +299,25 @@ def convert_document(data: Any, *, provider: str, source: str) -> tuple[dict[str
     return None, problem
 
 
-class _Slot:
-    """One worker-thread slot of a `WorkerSlots` limiter, handed back exactly once: by the
-    caller when the thread never ran or already returned, else by the thread as it returns."""
-
-    __slots__ = ("_left", "_limiter", "_lock", "_loop", "_released", "_running")
-
-    def __init__(self, limiter: anyio.CapacityLimiter, loop: asyncio.AbstractEventLoop) -> None:
-        self._limiter = limiter
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._running = False
-        self._left = False
-        self._released = False
-
-    def run(self, func: Callable[[], T]) -> T:
-        """Run ``func`` in the worker thread, unless the caller has already left."""
-        with self._lock:
-            if self._left:
-                raise RuntimeError("abandoned before it started")  # nobody awaits this
-            self._running = True
-        try:
-            return func()
-        finally:
-            with self._lock:
-                self._running = False
-                hand_back = self._left and not self._released
-                self._released = self._released or hand_back
-            if hand_back:
-                try:
-                    self._loop.call_soon_threadsafe(self._limiter.release_on_behalf_of, self)
-                except RuntimeError:
-                    pass  # the loop is closed, and its limiter with it
-
-    def leave(self) -> None:
-        """The caller stops waiting (result, error or cancellation); runs on the loop."""
-        with self._lock:
-            self._left = True
-            hand_back = not self._running and not self._released
-            self._released = self._released or hand_back
-        if hand_back:
-            self._limiter.release_on_behalf_of(self)
-
-
 class WorkerSlots:
     """At most ``tokens`` threads per event loop for one kind of blocking call, a caller's
     cancellation ending its wait at once.
 
-    ``anyio.to_thread.run_sync(..., abandon_on_cancel=True, limiter=...)`` hands the limiter's
-    token back when the caller is cancelled, while the abandoned thread still runs: against
-    a back-end that never finishes, every cancelled call adds a thread (and its socket)
-    without bound. Here the slot stays taken until the thread really returns.
+    A cancelled caller stops waiting, but its slot stays taken until the thread really
+    returns: against a back-end that never finishes, cancelled calls cannot pile up threads
+    (and their sockets) without bound.
     """
 
     def __init__(self, tokens: int, *, daemon: str | None = None) -> None:
         """
         Args:
             tokens: Threads at once per event loop.
-            daemon: Run each call in a new daemon thread of this name instead of anyio's
-                worker threads, which the interpreter waits for at exit: for a call whose
-                own timeouts are long (an SDK's default 10 s read timeout, retried), so that
-                a process does not outlive a caller that gave up on it.
+            daemon: Run each call in a new daemon thread of this name instead of a pooled
+                worker thread: for a one-off call (a first load), named in thread dumps.
         """
         self._slots = LoopLimiters(tokens)
-        # Each caller holds a slot while it waits for a thread, so this never binds.
-        self._hand_off = LoopLimiters(tokens)
         self._daemon = daemon
 
     async def run(self, func: Callable[[], T]) -> T:
         """Run ``func`` in a worker thread once a slot is free; cancellable at any point."""
-        limiter = self._slots.current()
-        loop = asyncio.get_running_loop()
-        slot = _Slot(limiter, loop)
-        await limiter.acquire_on_behalf_of(slot)
-        try:
-            if self._daemon is not None:
-                return await _in_daemon_thread(
-                    loop, functools.partial(slot.run, func), self._daemon
-                )
-            return await anyio.to_thread.run_sync(
-                slot.run, func, abandon_on_cancel=True, limiter=self._hand_off.current()
-            )
-        finally:
-            slot.leave()
-
-
-async def _in_daemon_thread(loop: asyncio.AbstractEventLoop, func: Callable[[], T], name: str) -> T:
-    """``func()`` in a new daemon thread; a cancelled caller stops waiting at once and the
-    thread's outcome is then dropped."""
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(result: T | None, error: BaseException | None) -> None:
-        if future.done():  # the caller was cancelled meanwhile
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def body() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = func()
-        except BaseException as exc:  # handed to the caller, whatever it is
-            error = exc
-        try:
-            loop.call_soon_threadsafe(deliver, result, error)
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits
-        del result, error
-
-    threading.Thread(target=body, name=name, daemon=True).start()
-    return await future
+        return await run_sync(func, limiter=self._slots.current(), name=self._daemon)

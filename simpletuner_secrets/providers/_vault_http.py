@@ -81,8 +81,8 @@ _STATUS = {
 }
 _STATUS_NAMES = {status: name for name, status in _STATUS.items()}
 
-# hvac calls get worker slots of their own, so a slow Vault cannot exhaust anyio's default
-# thread pool, nor the file provider's; a slot is held until its thread returns, so a Vault
+# hvac calls get worker slots of their own, so a slow Vault cannot take the threads of the
+# other calls (the file provider's, the default limit's); a slot is held until its thread returns, so a Vault
 # that never finishes cannot make the threads (and their sockets) grow either.
 WORKERS = WorkerSlots(4)
 

@@ -21,8 +21,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
-
 from .. import _fork
 from .._settings import (
     ENV_AWS_CONNECT_TIMEOUT,
@@ -30,6 +28,7 @@ from .._settings import (
     ENV_AWS_VERSION_STAGE,
     env_seconds,
 )
+from .._threads import run_sync
 from ..errors import ConfigurationError, ProviderError
 from ._common import (
     WarnOnce,
@@ -667,7 +666,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
         ready = entry.ready
         try:
             try:
-                session, client_config = await anyio.to_thread.run_sync(self._open_session)
+                session, client_config = await run_sync(self._open_session)
                 context = session.create_client(
                     SERVICE,
                     region_name=self.region_name,
@@ -775,7 +774,7 @@ class AWSSecretsManagerProvider(DocumentSecretProvider):
                 task.cancel()
                 await asyncio.wait({task})
             elif entry.loop.is_closed():
-                await anyio.to_thread.run_sync(_release_clients, [entry])
+                await run_sync(_release_clients, [entry])
             else:
                 await self._close_on_other_loop(entry, task)
 

@@ -20,10 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
 from .. import _fork
-from .._threads import LoopLimiters
+from .._threads import LoopLimiters, run_sync
 from ..errors import SecretFileError
 from ..keys import normalize_key
 from ._common import WarnOnce, read_value_file, setting, unsafe_file_problems
@@ -172,7 +170,7 @@ class SecretsDirectoryProvider(DocumentSecretProvider):
 
     async def load_document(self) -> Mapping[str, str]:
         """Check the directory in a worker thread and read it again if it changed."""
-        return await anyio.to_thread.run_sync(self._refresh, limiter=_READS.current())
+        return await run_sync(self._refresh, limiter=_READS.current())
 
     def invalidate(self) -> None:
         """Make the next lookup read the directory again (the last good document is kept)."""

@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
 from .._settings import ENV_ENV_PREFIX, env_text
+from .._threads import run_sync
 from ..errors import ProviderError
 from ..keys import KNOWN_KEYS, normalize_key
 from ._common import read_value_file, text_setting
@@ -168,7 +167,7 @@ class EnvironmentSecretProvider(SecretProvider):
         nkey = normalize_key(key)
         value = self.peek(nkey)
         if value is NOT_CACHED:
-            return await anyio.to_thread.run_sync(self._read_file, nkey)
+            return await run_sync(self._read_file, nkey)
         return value
 
     def _read_file(self, key: str) -> str | None:

@@ -21,8 +21,6 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn, ParamSpec, TypeVar
 
-import anyio
-
 from .. import _fork
 from .._settings import (
     ENV_MAX_FILE_SIZE,
@@ -32,7 +30,7 @@ from .._settings import (
     env_integer,
     env_text,
 )
-from .._threads import LoopLimiters
+from .._threads import LoopLimiters, run_sync
 from ..errors import ProviderError, SecretFileError
 from ..keys import normalize_key
 from ._common import text_setting
@@ -321,7 +319,7 @@ class FileSecretProvider(DocumentSecretProvider):
             SecretFileError: See `document`.
         """
         read_limiter = _READS.current()
-        return await anyio.to_thread.run_sync(self._refresh, limiter=read_limiter)
+        return await run_sync(self._refresh, limiter=read_limiter)
 
     def _refresh(self) -> dict[str, str]:
         try:
@@ -622,9 +620,7 @@ class FileSecretProvider(DocumentSecretProvider):
         cancelled = threading.Event()
         write_limiter = _WRITES.current()
         try:
-            return await anyio.to_thread.run_sync(
-                self._update, nkey, value, cancelled, limiter=write_limiter
-            )
+            return await run_sync(self._update, nkey, value, cancelled, limiter=write_limiter)
         except BaseException:
             cancelled.set()
             raise

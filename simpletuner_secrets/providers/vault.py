@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
-import anyio.to_thread
-
 from .. import _fork
 from .._events import EventKind, LoopRelay
+from .._threads import run_sync
 from ..errors import ConfigurationError, ProviderError
 from ._common import (
     Masked,
@@ -837,11 +835,11 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
             load.cut("closed")
         token = self._keeper.stop()
         if token is not None and self.revoke_on_close and self._client is not None:
-            await anyio.to_thread.run_sync(self._keeper.revoke, token)
+            await run_sync(self._keeper.revoke, token)
         del token
         if self._client is not None:
             # Not through the worker slots: closing must not wait behind loads of others.
-            await anyio.to_thread.run_sync(self._close_blocking)
+            await run_sync(self._close_blocking)
 
     def _close_blocking(self) -> None:
         with self._client_lock:

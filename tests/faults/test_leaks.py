@@ -2,9 +2,9 @@
 
 Each test runs one fault cycle as a warm-up (lazy imports, SDK models, thread pools), takes a
 baseline, runs more cycles, and then requires every count back at the baseline. The only
-tolerance is for idle pooled threads (anyio's workers, asyncio's default executor): they may
-stay after a cycle, never more than `POOL_TOLERANCE` above the baseline, never over
-`POOL_LIMIT`, and they end with the event loop.
+tolerance is for idle pooled threads (the library's worker threads, asyncio's default
+executor): they may stay after a cycle, never more than `POOL_TOLERANCE` above the baseline,
+never over `POOL_LIMIT`, and they end after ten idle seconds or with the event loop.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ POOL_TOLERANCE = 4
 #: Idle pooled threads allowed at all.
 POOL_LIMIT = 16
 SETTLE_S = 3.0
-_POOLED = ("AnyIO worker thread", "asyncio_")
+_POOLED = ("simpletuner-secrets worker", "asyncio_")
 
 
 @dataclass(frozen=True)

@@ -643,8 +643,8 @@ asyncio.run(main())
 
 async def test_cancelled_callers_keep_their_worker_slot_until_the_thread_returns() -> None:
     """With 2 slots, 6 callers cancelled while their calls block: never more than 2 calls
-    run at once (anyio's limiter alone would let all 6 in), and the slots come back once
-    the threads return."""
+    run at once (a limit handed back on cancellation would let all 6 in), and the slots come
+    back once the threads return."""
     slots = WorkerSlots(2)
     release = threading.Event()
     lock = threading.Lock()

@@ -8,10 +8,10 @@ import logging
 import os
 from pathlib import Path
 
-import anyio.to_thread
 import pytest
 
 from simpletuner_secrets import EnvironmentSecretProvider, ProviderError, SecretsManager
+from simpletuner_secrets import _references as references_module
 from simpletuner_secrets._references import Reference, parse_reference
 from simpletuner_secrets.testing import InMemorySecretProvider
 from tests.clock import FakeClock
@@ -92,14 +92,14 @@ async def test_a_file_reference_is_cached_refreshed_and_coalesced(
     fast path) until its refresh point (24 s here), then read again and a change is seen."""
     path = value_file(tmp_path, "v1\n")
     reads = 0
-    original = anyio.to_thread.run_sync
+    original = references_module.run_sync
 
     async def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal reads
         reads += 1
         return await original(func, *args, **kwargs)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    monkeypatch.setattr(references_module, "run_sync", counting)
     clock = FakeClock()
     chain = [InMemorySecretProvider({"TOKEN": f"file://{path}"})]
 
