@@ -10,6 +10,7 @@ a process's first answer does not wait for aiohttp's import (see `_threaded_load
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import functools
 import importlib.util
@@ -110,7 +111,17 @@ def _warm_loader(core: Any) -> Any:
                 except Exception:
                     pass
             _loader = loader
+            # Dropped before the interpreter's own teardown, which took ~70 ms of CPU more to
+            # free the parsed files than this does at exit (~15 ms): a short script pays it.
+            atexit.register(_drop_loader)
         return _loader
+
+
+def _drop_loader() -> None:
+    """At exit: let the parsed files go while the interpreter is still whole."""
+    global _loader
+    with _loader_lock:
+        _loader = None
 
 
 def _new_loader_lock() -> None:

@@ -515,6 +515,34 @@ def test_a_fresh_process_first_answer_does_not_import_aiohttp(
     assert result["requests"] == 2, result
 
 
+LOADER_AT_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, json
+
+    from simpletuner_secrets import SecretsManager
+    from simpletuner_secrets.providers import aws
+
+    manager = SecretsManager()
+    value = manager.sync.get("FIRST")
+    manager.sync.close()
+    held = aws._loader is not None
+    atexit._run_exitfuncs()  # what the interpreter runs first at exit
+    print(json.dumps({"value": value, "held": held, "after_exit": aws._loader is not None}))
+    """
+)
+
+
+def test_the_parsed_service_files_are_let_go_at_exit(
+    moto_env: MotoServer, moto_secret: str
+) -> None:
+    """The process-wide parsed Secrets Manager files, kept for the next client, are dropped by
+    the exit functions, before the interpreter's teardown (which took far longer to free them:
+    ``benchmarks/bench_startup.py``)."""
+    moto_env.create_secret(moto_secret, string='{"first": "answer"}')
+    result = run_fresh_script(LOADER_AT_EXIT_SCRIPT, moto_secret)
+    assert result == {"value": "answer", "held": True, "after_exit": False}, result
+
+
 # -- logging and repr -------------------------------------------------------------------
 
 
