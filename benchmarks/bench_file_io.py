@@ -1,10 +1,11 @@
 """The secrets file's read path against aiofiles: why the file provider does not use it.
 
 A re-read of a changed secrets file runs stat, open, read and parse in one worker-thread hop
-(anyio's `to_thread.run_sync` with the provider's own limiter). aiofiles runs every file call
+(the library's `run_sync` with the provider's own limiter). aiofiles runs every file call
 (open, read, close) as a hop of its own to the default executor. Both read and parse the same
-1 KiB JSON file (aiofiles without the fstat, which it has no call for); the provider's full re-read (`load_document` after `invalidate`, with its
-permission and size checks) is measured beside them.
+1 KiB JSON file (aiofiles without the fstat, which it has no call for); the provider's full
+re-read (`load_document` after `invalidate`, with its permission and size checks) is measured
+beside them.
 
 Run: `nox -s bench` or `python benchmarks/bench_file_io.py [--rounds N] [--quick] [--check]`.
 """
@@ -21,11 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiofiles
-import anyio
-import anyio.to_thread
 from _harness import Target, finish, machine, on_loop, parse_args, print_table, round_robin
 
 from simpletuner_secrets import FileSecretProvider
+from simpletuner_secrets._threads import LoopLimiters, run_sync
 
 OPS = 400
 
@@ -39,7 +39,7 @@ def main() -> int:
         path.write_text(json.dumps({f"KEY_{i}": "v" * 40 for i in range(20)}))
         os.chmod(path, 0o600)
         provider = FileSecretProvider(path)
-        limiter = anyio.CapacityLimiter(4)
+        limiters = LoopLimiters(4)
 
         def read_and_parse() -> dict[str, str]:
             with open(path, encoding="utf-8") as f:
@@ -48,7 +48,7 @@ def main() -> int:
 
         async def one_hop(ops: int) -> None:
             for _ in range(ops):
-                await anyio.to_thread.run_sync(read_and_parse, limiter=limiter)
+                await run_sync(read_and_parse, limiter=limiters.current())
 
         async def with_aiofiles(ops: int) -> None:
             for _ in range(ops):
