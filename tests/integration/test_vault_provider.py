@@ -8,7 +8,6 @@ import logging
 import os
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -508,31 +507,18 @@ async def test_concurrent_cold_gets_make_one_request(bao: BaoServer, home: Path)
     values = {f"KEY_{i}": f"value-{i}-{secrets.token_hex(4)}" for i in range(20)}
     bao.request("POST", f"secret/data/{path}", {"data": values})
 
-    warm = provider(bao, home, path=path)  # hvac imported before anything is timed
-    await warm.load_document()
-    await warm.aclose()
-    singles = []
-    for _ in range(5):
-        single = provider(bao, home, path=path, kv_version=2)
-        start = time.perf_counter()
-        await single.load_document()
-        singles.append(time.perf_counter() - start)
-        await single.aclose()
-
     vault = provider(bao, home, path=path)
     audit = bao.audit_mark()
     keys = [f"key-{i % 20}" for i in range(200)]
-    start = time.perf_counter()
-    answers = await asyncio.gather(*(vault.get(key) for key in keys))
-    elapsed = time.perf_counter() - start
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(vault.get(key) for key in keys)), HANG_GUARD_S
+    )
 
     assert answers == [values[f"KEY_{i % 20}"] for i in range(200)]
+    # One load for all: the mount's version, then the secret, once. How long the burst takes
+    # against one read is measured by benchmarks/bench_providers.py, not here (a wall-clock
+    # bound failed on a busy machine while the library did the right thing).
     assert audit.responses() == ["sys/internal/ui/mounts/secret", f"secret/data/{path}"]
-    # A sanity bound only; benchmarks measure properly. On loopback one read takes ~2.5 ms,
-    # about what scheduling 200 tasks costs by itself, hence the fixed allowance: it still
-    # catches reads that serialize (200 of them would take ~0.5 s).
-    limit = 1.5 * statistics.median(singles) + 0.05
-    assert elapsed <= limit, f"{elapsed * 1000:.1f} ms for the burst, limit {limit * 1000:.1f} ms"
     await vault.aclose()
 
 
