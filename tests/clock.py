@@ -15,3 +15,16 @@ class FakeClock:
 
     def tick(self, seconds: float) -> None:
         self.now += seconds
+
+
+class BandMiddle:
+    """A `RandomSource` whose every draw is the middle of its band: lifetimes of exactly one
+    TTL, a chain's first refresh ahead at 40% of it, backoffs at three quarters.
+
+    For tests that run on the real clock and count requests: with random draws, a first
+    refresh ahead may fall anywhere in the first 80% of a TTL, so a long enough run sees one
+    at random.
+    """
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from simpletuner_secrets import SecretsManager
+from tests.clock import BandMiddle
 from tests.servers.bao import BaoServer
 from tests.servers.moto import MotoServer
 
@@ -62,7 +63,11 @@ async def test_a_thousand_tasks_and_eight_threads_on_the_real_chain(
     sync_gets = [0]
     stop = threading.Event()
 
-    async with SecretsManager(config=config, environ={"HOME": str(tmp_path)}) as manager:
+    # Every draw at the middle of its band: the first refresh ahead 120 s in (a random one
+    # may fall anywhere in the first 240 s, inside this run, and add a request).
+    async with SecretsManager(
+        config=config, environ={"HOME": str(tmp_path)}, rng=BandMiddle()
+    ) as manager:
         assert [p.name for p in manager.providers] == ["env", "file", "aws", "vault"]
 
         def sync_reader(seed: int) -> None:
