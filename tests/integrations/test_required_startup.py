@@ -23,6 +23,7 @@ from simpletuner_secrets.integrations.aiohttp import get_secret, setup
 from simpletuner_secrets.integrations.fastapi import secret, secrets_lifespan
 from simpletuner_secrets.keys import normalize_key
 from simpletuner_secrets.manager import installed_manager
+from tests.clock import BandMiddle
 
 from .test_fastapi import serve
 
@@ -63,7 +64,8 @@ def test_fastapi_first_request_after_startup_calls_no_provider(
 ) -> None:
     """Under real uvicorn: startup resolved the required keys; the request adds no load."""
     remote = Remote({"HF_TOKEN": HF_SECRET, "DB_PASSWORD": DB_SECRET})
-    manager = SecretsManager([remote])
+    # The middle of every band: no random first refresh ahead within the first 120 s.
+    manager = SecretsManager([remote], rng=BandMiddle())
     with serve(fastapi_app(manager, ("HF_TOKEN", "db-password"))) as url:
         assert remote.loads == 1
         calls = manager.stats()["providers"]["remote"]["calls"]
@@ -132,7 +134,8 @@ async def test_aiohttp_first_request_after_startup_calls_no_provider(
     """setup(required=...) resolves at startup; the first request adds no load."""
     remote = Remote({"HF_TOKEN": HF_SECRET, "DB_PASSWORD": DB_SECRET})
     app = web.Application()
-    setup(app, SecretsManager([remote]), required=("hf-token", "DB_PASSWORD"), close=True)
+    manager = SecretsManager([remote], rng=BandMiddle())  # no early refresh ahead (see above)
+    setup(app, manager, required=("hf-token", "DB_PASSWORD"), close=True)
     app.router.add_get("/", hello)
     async with AiohttpClient(TestServer(app, host="127.0.0.1")) as client:
         assert remote.loads == 1

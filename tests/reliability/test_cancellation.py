@@ -28,6 +28,7 @@ from simpletuner_secrets.providers.base import SecretProvider
 from simpletuner_secrets.providers.env import EnvironmentSecretProvider
 from simpletuner_secrets.providers.file import FileSecretProvider
 from simpletuner_secrets.testing import InMemorySecretProvider
+from tests.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_COUNT = 200
@@ -66,7 +67,9 @@ class SlowPerKey(SecretProvider):
         return f"slow-{i}" if i % 10 in (6, 7) else None
 
 
-def build_manager(directory: Path, seed: int) -> tuple[SecretsManager, InMemorySecretProvider]:
+def build_manager(
+    directory: Path, seed: int, timer: FakeClock | None = None
+) -> tuple[SecretsManager, InMemorySecretProvider]:
     environ = {f"STORM_K{i}": f"env-{i}" for i in range(0, KEY_COUNT, 10)}
     path = directory / "secrets.json"
     path.write_text(json.dumps({f"K{i}": f"file-{i}" for i in range(KEY_COUNT) if i % 10 == 1}))
@@ -81,6 +84,8 @@ def build_manager(directory: Path, seed: int) -> tuple[SecretsManager, InMemoryS
         SlowPerKey(seed),
     ]
     # A short TTL so that loads and background refreshes are in flight throughout the storm.
+    if timer is not None:
+        return SecretsManager(chain, cache_ttl=0.2, provider_timeout=2.0, timer=timer), memory
     return SecretsManager(chain, cache_ttl=0.2, provider_timeout=2.0), memory
 
 
@@ -222,7 +227,9 @@ async def test_cancellation_storm_leaves_nothing_behind(
 
 async def test_cancelling_every_waiter_of_a_load_still_fills_the_cache(tmp_path: Path) -> None:
     """All 100 waiters of one cold load cancelled at once: the load finishes and is cached."""
-    manager, memory = build_manager(tmp_path, seed=1)
+    # A clock that stands still: the 0.2 s TTL's random first refresh ahead (anywhere in its
+    # first 0.16 s) would otherwise fall before the lookup below about one run in four.
+    manager, memory = build_manager(tmp_path, seed=1, timer=FakeClock())
     async with manager:
         tasks = [asyncio.ensure_future(manager.get("K2")) for _ in range(100)]
         await asyncio.sleep(0.005)  # the document load (20 ms) is in flight
@@ -233,6 +240,7 @@ async def test_cancelling_every_waiter_of_a_load_still_fills_the_cache(tmp_path:
         await asyncio.sleep(0.05)
         assert memory.loads == 1
         assert await manager.get("K2") == "mem-2"
+        await asyncio.sleep(0.05)  # long enough for a (wrong) background load to be counted
         assert memory.loads == 1  # the cancelled load's document was kept
 
 
