@@ -23,7 +23,7 @@ def main(folders: list[str]) -> int:
     values: dict[str, list[float]] = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("bench_*.json")):
-            for label, target in json.loads(path.read_text())["targets"].items():
+            for label, target in json.loads(path.read_text()).get("targets", {}).items():
                 rows.setdefault(label, target)
                 values.setdefault(label, []).append(float(target["measured"]))
     print(f"{len(folders)} runs\n")
