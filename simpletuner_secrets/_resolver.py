@@ -121,6 +121,11 @@ class Slot:
     provider: SecretProvider
     mode: Mode
     stats: ProviderStats = field(default_factory=ProviderStats)
+    #: The cache key of this provider's document (made once: the fast path reads it).
+    document_key: tuple[int, None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.document_key = (id(self), None)
 
     @property
     def name(self) -> str:
@@ -212,7 +217,7 @@ class Resolver:
             if mode is _LIVE:
                 value = slot.provider.peek(nkey)
             else:
-                got = data.get((id(slot), None) if mode is _DOCUMENT else (id(slot), nkey))
+                got = data.get(slot.document_key if mode is _DOCUMENT else (id(slot), nkey))
                 if got is None:
                     return NOT_CACHED
                 entry = got[0]

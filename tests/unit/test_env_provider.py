@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from simpletuner_secrets.providers import env as env_module
+from simpletuner_secrets.providers.base import NOT_CACHED
 from simpletuner_secrets.providers.env import EnvironmentSecretProvider
 
 
@@ -49,9 +51,10 @@ def test_portable_fallback_when_fast_path_is_unavailable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without os.environ's internals the provider falls back to os.environ.get."""
-    monkeypatch.setattr(env_module, "_fast_reader", lambda: None)
+    monkeypatch.setattr(env_module, "_posix_layout", lambda: None)
     p = EnvironmentSecretProvider()
     assert p._read == os.environ.get
+    assert "peek" not in vars(p)  # the portable method, not the POSIX reader
     monkeypatch.setenv("HF_TOKEN", "fallback")
     assert p.get_sync("HF_TOKEN") == "fallback"
 
@@ -82,3 +85,44 @@ def test_repr_shows_no_values(monkeypatch: pytest.MonkeyPatch) -> None:
     p = EnvironmentSecretProvider("SIMPLETUNER")
     assert "hf_secret_value" not in repr(p)
     assert repr(p) == "EnvironmentSecretProvider(prefix='SIMPLETUNER')"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="os.environ's internals are POSIX CPython's")
+@pytest.mark.parametrize("prefix", ["", "APP"])
+@pytest.mark.parametrize("file_indirection", [True, False])
+def test_the_posix_reader_answers_as_the_portable_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, file_indirection: bool
+) -> None:
+    """The POSIX fast peek (os.environ's own dict, no call) and the portable one answer every
+    case alike: set, empty, unset, unicode, K_FILE before and after its file is read."""
+    fast = EnvironmentSecretProvider(prefix, file_indirection=file_indirection)
+    assert "peek" in vars(fast)
+    with monkeypatch.context() as m:
+        m.setattr(env_module, "_posix_layout", lambda: None)
+        portable = EnvironmentSecretProvider(prefix, file_indirection=file_indirection)
+    assert "peek" not in vars(portable)
+    value_file = tmp_path / "token"
+    value_file.write_text("from-file\n")
+    head = f"{prefix}_" if prefix else ""
+    monkeypatch.setenv(f"{head}SET_KEY", "plain")
+    monkeypatch.setenv(f"{head}EMPTY_KEY", "")
+    monkeypatch.setenv(f"{head}UNICODE_KEY", "ünïcode")
+    monkeypatch.setenv(f"{head}FILE_KEY_FILE", str(value_file))
+    monkeypatch.setenv(f"{head}BOTH_KEY", "direct")
+    monkeypatch.setenv(f"{head}BOTH_KEY_FILE", str(value_file))
+    keys = ["SET_KEY", "EMPTY_KEY", "UNICODE_KEY", "FILE_KEY", "BOTH_KEY", "UNSET_KEY"]
+    for provider in (fast, portable):
+        provider._files.clear()
+    before = [(fast.peek(k), portable.peek(k)) for k in keys]
+    assert all(a == b for a, b in before), before
+    expected_file = NOT_CACHED if file_indirection else None
+    assert [a for a, _ in before] == ["plain", None, "ünïcode", expected_file, "direct", None]
+    # After a read of the file, both answer it from what they read.
+    assert fast.get_sync("FILE_KEY") == portable.get_sync("FILE_KEY")
+    assert fast.peek("FILE_KEY") == portable.peek("FILE_KEY")
+    assert fast.peek("FILE_KEY") == ("from-file" if file_indirection else None)
+    # Live: a change and a removal are seen at once by both.
+    monkeypatch.setenv(f"{head}SET_KEY", "changed")
+    monkeypatch.delenv(f"{head}UNICODE_KEY")
+    assert (fast.peek("SET_KEY"), fast.peek("UNICODE_KEY")) == ("changed", None)
+    assert (portable.peek("SET_KEY"), portable.peek("UNICODE_KEY")) == ("changed", None)
