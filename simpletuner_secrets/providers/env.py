@@ -46,12 +46,11 @@ def _posix_layout() -> tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any
     return data, encodekey, decodevalue
 
 
-def _fast_reader() -> Callable[[str], str | None] | None:
-    """A live reader of ``os.environ`` that skips its exception-heavy ``get`` (see
-    `_posix_layout`); None where the layout is not there."""
-    layout = _posix_layout()
-    if layout is None:
-        return None
+def _fast_reader(
+    layout: tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any], str]],
+) -> Callable[[str], str | None]:
+    """A live reader of ``os.environ`` through its `_posix_layout`, skipping its
+    exception-heavy ``get``."""
     data, encodekey, decodevalue = layout
     encoded: dict[str, Any] = {}
 
@@ -108,13 +107,14 @@ class EnvironmentSecretProvider(SecretProvider):
         self.rename(name)
         self.prefix = normalize_key(prefix).rstrip("_") + "_" if prefix.strip() else ""
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        reader = _fast_reader() if environ is None else None
-        self._read: Callable[[str], str | None] = reader or self._environ.get
+        layout = _posix_layout() if environ is None else None
+        self._read: Callable[[str], str | None] = (
+            self._environ.get if layout is None else _fast_reader(layout)
+        )
         self._names: dict[str, tuple[str, str]] = {}
         # On POSIX with os.environ: `peek` reads its live dict directly, both names of a key
         # (K and K_FILE) encoded once, so a miss costs two dict lookups and no call (the
         # warm-get rows of bench_manager read the environment first on every lookup).
-        layout = _posix_layout() if environ is None else None
         self._raw_names: dict[str, tuple[Any, Any]] = {}
         if layout is not None and type(self).peek is EnvironmentSecretProvider.peek:
             self._data, self._encode, self._decode = layout
