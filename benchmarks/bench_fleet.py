@@ -229,22 +229,24 @@ async def worker(args: argparse.Namespace) -> None:
     in_refresh: ContextVar[bool] = ContextVar("in_refresh", default=False)
     natural: list[tuple[float, float]] = []
 
-    class CountedAWS(AWSSecretsManagerProvider):
-        async def load_document(self) -> Any:
-            return await counted(super().load_document())
+    class Counted:
+        """Placed before a provider class: its loads outside `refresh()` are noted."""
 
-    class CountedVault(HashiCorpVaultProvider):
         async def load_document(self) -> Any:
-            return await counted(super().load_document())
+            load = super().load_document()  # type: ignore[misc]
+            if in_refresh.get():
+                return await load
+            began = time.time()
+            try:
+                return await load
+            finally:
+                natural.append((began, time.time()))
 
-    async def counted(load: Any) -> Any:
-        if in_refresh.get():
-            return await load
-        began = time.time()
-        try:
-            return await load
-        finally:
-            natural.append((began, time.time()))
+    class CountedAWS(Counted, AWSSecretsManagerProvider):
+        pass
+
+    class CountedVault(Counted, HashiCorpVaultProvider):
+        pass
 
     providers = [
         CountedAWS(AWS_SECRET, "us-east-1", endpoint_url=args.aws_url),

@@ -28,7 +28,11 @@ FILE_SUFFIX = "_FILE"
 FILE_RECHECK_S = 1.0
 
 
-def _posix_layout() -> tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any], str]] | None:
+#: ``os.environ``'s live dict (bytes keys and values), its key encoder, its value decoder.
+_Layout = tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any], str]]
+
+
+def _posix_layout() -> _Layout | None:
     """``os.environ``'s live dict with its key encoder and value decoder, where it has them.
 
     ``os.environ.get`` on a missing key encodes the key and raises and catches `KeyError`
@@ -46,9 +50,7 @@ def _posix_layout() -> tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any
     return data, encodekey, decodevalue
 
 
-def _fast_reader(
-    layout: tuple[dict[Any, Any], Callable[[str], Any], Callable[[Any], str]],
-) -> Callable[[str], str | None]:
+def _fast_reader(layout: _Layout) -> Callable[[str], str | None]:
     """A live reader of ``os.environ`` through its `_posix_layout`, skipping its
     exception-heavy ``get``."""
     data, encodekey, decodevalue = layout
@@ -116,9 +118,9 @@ class EnvironmentSecretProvider(SecretProvider):
         # (K and K_FILE) encoded once, so a miss costs two dict lookups and no call (the
         # warm-get rows of bench_manager read the environment first on every lookup).
         self._raw_names: dict[str, tuple[Any, Any]] = {}
-        if layout is not None and type(self).peek is EnvironmentSecretProvider.peek:
+        self._data: dict[Any, Any] | None = None
+        if layout is not None:
             self._data, self._encode, self._decode = layout
-            self.peek = self._peek_posix  # type: ignore[method-assign]
         self.file_indirection = file_indirection
         self.max_file_size = max_file_size
         self._timer = timer
@@ -148,6 +150,28 @@ class EnvironmentSecretProvider(SecretProvider):
             The value; None when absent; `NOT_CACHED` when only ``K_FILE`` is set and its
             file is due a read (`get` reads it in a worker thread).
         """
+        data = self._data
+        if data is None:
+            return self._peek_portable(key)
+        try:
+            raw_name, raw_file = self._raw_names[key]
+        except KeyError:
+            name = self.prefix + key
+            raw_name, raw_file = self._encode(name), self._encode(name + FILE_SUFFIX)
+            if len(self._raw_names) < _ENCODED_LIMIT:
+                self._raw_names[key] = (raw_name, raw_file)
+        raw = data.get(raw_name)
+        if raw:
+            return self._decode(raw)
+        if not self.file_indirection:
+            return None
+        raw_path = data.get(raw_file)
+        if not raw_path:
+            return None
+        return self._file_value(key, self._decode(raw_path))
+
+    def _peek_portable(self, key: str) -> str | None:
+        """`peek` through ``_read``: an injected mapping, or no POSIX layout."""
         try:
             name, file_name = self._names[key]
         except KeyError:
@@ -164,26 +188,6 @@ class EnvironmentSecretProvider(SecretProvider):
         if not path:
             return None
         return self._file_value(key, path)
-
-    def _peek_posix(self, key: str) -> str | None:
-        """`peek` on POSIX's ``os.environ`` (see ``__init__``): the same answers."""
-        try:
-            raw_name, raw_file = self._raw_names[key]
-        except KeyError:
-            name = self.prefix + key
-            raw_name, raw_file = self._encode(name), self._encode(name + FILE_SUFFIX)
-            if len(self._raw_names) < _ENCODED_LIMIT:
-                self._raw_names[key] = (raw_name, raw_file)
-        data = self._data
-        raw = data.get(raw_name)
-        if raw:
-            return self._decode(raw)
-        if not self.file_indirection:
-            return None
-        raw_path = data.get(raw_file)
-        if not raw_path:
-            return None
-        return self._file_value(key, self._decode(raw_path))
 
     def _file_value(self, key: str, path: str) -> str | None:
         """The value last read from ``path`` for ``key`` while current, else `NOT_CACHED`."""
