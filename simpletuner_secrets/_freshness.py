@@ -5,6 +5,7 @@ may be served stale, how failed refreshes back off. Pure: no I/O, no clock of it
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,7 +82,12 @@ class Policy:
         return self.ttl * (1.0 + self.jitter) + self.max_stale
 
     def new_entry(
-        self, value: Any, now: float, rng: RandomSource, previous: Entry | None = None
+        self,
+        value: Any,
+        now: float,
+        rng: RandomSource,
+        previous: Entry | None = None,
+        grid: float | None = None,
     ) -> Entry:
         """An entry fetched at ``now``, with a jittered lifetime.
 
@@ -95,14 +101,40 @@ class Policy:
         falls at a random point of the first ``refresh_ahead_at`` of its lifetime (a random
         phase), and each later refresh about one ``ttl`` after the one before. A fleet whose
         first fetches happen together then has its refreshes spread over four fifths of the
-        TTL window from the first one on (the jitter's drift fills the rest over the next few
-        cycles); with the drift alone (+-``jitter`` a cycle) it would stay bunched for many
-        cycles. The lifetime, and so the oldest an answer served fresh can be, is unchanged.
+        TTL window from the first one on; with the drift alone (+-``jitter`` a cycle) it would
+        stay bunched for many cycles. The lifetime, and so the oldest an answer served fresh
+        can be, is unchanged.
+
+        ``grid`` (any time on the chain's schedule: ``grid + k x ttl``) pins refreshes ahead
+        to that schedule instead. A chain's first refresh ahead falls at the schedule's first
+        point, when that is within the first ``refresh_ahead_at`` of its life (else at the
+        random phase above). Each later one falls at the first point at least half a ``ttl``
+        after its fetch, or earlier if need be so that a tenth of a ``ttl`` of freshness is
+        left after it; its life starts ``1 - refresh_ahead_at`` of it after the fetch (the
+        oldest answer served fresh stays within the bound above). The resolver draws each
+        process a random schedule and puts each document a share of the TTL apart from the
+        others: with jitter alone, one process's refreshes drift into step with another's
+        (the drift is a random walk of +-``jitter`` a cycle); a schedule keeps them where
+        they were drawn (the "steady: busiest second" row of ``bench_fleet``).
         """
         life = self.ttl * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        if self.jitter <= 0 or self.ttl <= 0:
+            grid = None  # no jitter, no draw: every refresh ahead at refresh_ahead_at
         if previous is not None and previous.fresh_until > now:
-            start = now + min(previous.fresh_until - now, life * (1.0 - self.refresh_ahead_at))
+            if grid is None:
+                start = now + min(previous.fresh_until - now, life * (1.0 - self.refresh_ahead_at))
+            else:
+                # From a point of the schedule, the next one is a TTL on: it fits unless the
+                # life drawn is short; then the refresh comes a little early, and the one
+                # after it is back on the schedule.
+                start = now + life * (1.0 - self.refresh_ahead_at)
+                point = _next_point(grid, self.ttl, now + 0.5 * self.ttl)
+                return Entry(value, now, start + life, min(point, start + life - 0.1 * self.ttl))
             return Entry(value, now, start + life, start + life * self.refresh_ahead_at)
+        if grid is not None:
+            point = _next_point(grid, self.ttl, now + 0.02 * self.ttl)
+            if point <= now + life * self.refresh_ahead_at:
+                return Entry(value, now, now + life, point)
         # 1 - uniform(0, 1) is in (0, 1]: never a refresh ahead due at the fetch itself.
         phase = 1.0 - rng.uniform(0.0, 1.0) if self.jitter > 0 else 1.0
         return Entry(value, now, now + life, now + life * self.refresh_ahead_at * phase)
@@ -110,6 +142,11 @@ class Policy:
     def backoff(self, failures: int, rng: RandomSource) -> float:
         """Seconds to wait before retrying after the ``failures``-th failure in a row."""
         return min(self.max_backoff, 2.0 ** (failures - 1)) * rng.uniform(0.5, 1.0)
+
+
+def _next_point(grid: float, period: float, after: float) -> float:
+    """The first time of ``grid + k x period`` (any whole k) that is not before ``after``."""
+    return grid + math.ceil((after - grid) / period) * period
 
 
 def decide(entry: Entry, now: float, policy: Policy) -> Freshness:

@@ -12,6 +12,7 @@ import enum
 import logging
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -123,6 +124,9 @@ class Slot:
     stats: ProviderStats = field(default_factory=ProviderStats)
     #: The cache key of this provider's document (made once: the fast path reads it).
     document_key: tuple[int, None] = field(init=False)
+    #: Where this provider's refreshes fall in the process's schedule, as a share of the
+    #: TTL (see `Resolver.schedule`).
+    share: float = 0.0
 
     def __post_init__(self) -> None:
         self.document_key = (id(self), None)
@@ -134,6 +138,17 @@ class Slot:
     def cache_key(self, nkey: str) -> tuple[int, str | None]:
         """The cache key of this provider's answer for ``nkey`` (its document, or the key)."""
         return (id(self), None if self.mode is _DOCUMENT else nkey)
+
+
+def _spread(n: int) -> float:
+    """The ``n``-th of 0, 1/2, 1/4, 3/4, 1/8...: any first few are evenly spread in [0, 1)."""
+    share, step = 0.0, 0.5
+    while n:
+        if n & 1:
+            share += step
+        n >>= 1
+        step /= 2
+    return share
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -168,7 +183,7 @@ class Resolver:
         rng: RandomSource,
         references: References | None = None,
     ) -> None:
-        self.slots = [Slot(p, Mode.of(p)) for p in providers]
+        self.slots = [Slot(p, Mode.of(p), share=_spread(i)) for i, p in enumerate(providers)]
         self.references = references
         self.policy = policy
         self.on_provider_error: OnError = on_provider_error
@@ -188,6 +203,7 @@ class Resolver:
         self.slow_hits = 0
         self.fetched = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._anchor: float | None = None  # this process's schedule: see `schedule`
         # Events and the call probe (SPEC 10): reached from the slow paths only.
         self.events = EventHub()
         for slot in self.slots:
@@ -199,6 +215,7 @@ class Resolver:
         """In a forked child: the parent's background refreshes are gone with its threads,
         so no entry is left marked as refreshing (the cache resets its own loads)."""
         self._background = set()
+        self._anchor = None  # a schedule of the child's own, not its parent's
         for entry in self.cache.values_snapshot():
             entry.refreshing = False
 
@@ -378,17 +395,36 @@ class Resolver:
         return result
 
     async def fetch_entry(
-        self, slot: Slot, fetch: Callable[[], Awaitable[Any]], previous: Entry | None
+        self,
+        slot: Slot,
+        key: str | None,
+        fetch: Callable[[], Awaitable[Any]],
+        previous: Entry | None,
     ) -> Entry:
-        """Fetch a new entry; when it replaces ``previous``, say so (`refreshed`) and, when
-        the answer differs, tell the change watcher."""
+        """Fetch a new entry (``key`` None for a document); when it replaces ``previous``,
+        say so (`refreshed`) and, when the answer differs, tell the change watcher."""
         value = await self.call(slot, fetch)
         now = self.timer()
         if previous is not None:
             self.events.emit("refreshed", slot.name, None, now - previous.fetched_at)
             if previous.value != value:
                 self.events.document_changed()
-        return self.policy.new_entry(value, now, self.rng, previous)
+        return self.policy.new_entry(value, now, self.rng, previous, self.schedule(slot, key))
+
+    def schedule(self, slot: Slot, key: str | None) -> float:
+        """A time on the refresh schedule of ``slot``'s document (or of its ``key``).
+
+        Each process draws one random offset into the TTL (again in a forked child); each
+        document sits a share of the TTL apart from the others (0, 1/2, 1/4, 3/4... in chain
+        order), and each key of a per-key provider at a share taken from its name. A
+        process's refreshes are then spread over the TTL, and stay where they were drawn
+        (`Policy.new_entry`).
+        """
+        ttl = self.policy.ttl
+        if self._anchor is None:
+            self._anchor = self.rng.uniform(0.0, ttl)
+        share = slot.share if key is None else slot.share + zlib.crc32(key.encode()) / 2**32
+        return self._anchor + (share % 1.0) * ttl
 
     async def _cached(
         self, slot: Slot, ckey: tuple[int, str | None], fetch: Callable[[], Awaitable[Any]]
@@ -407,7 +443,7 @@ class Resolver:
                 current = cache.peek(ckey)
                 if current is not None and current[0] is not entry:
                     return current[0]
-            return await self.fetch_entry(slot, fetch, entry)
+            return await self.fetch_entry(slot, ckey[1], fetch, entry)
 
         if entry is None:
             self.fetched += 1

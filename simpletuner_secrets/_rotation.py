@@ -158,7 +158,7 @@ class Refresher:
         previous = None if got is None else got[0]
         try:
             await resolver.cache.refresh_async(
-                ckey, lambda: resolver.fetch_entry(slot, fetch, previous)
+                ckey, lambda: resolver.fetch_entry(slot, ckey[1], fetch, previous)
             )
         except ProviderError as exc:
             if previous is not None:

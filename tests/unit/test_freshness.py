@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 
 import pytest
@@ -133,3 +135,101 @@ def test_backoff_doubles_up_to_its_bound_halved_at_random() -> None:
 
     assert [POLICY.backoff(n, High()) for n in (1, 2, 3, 7, 8)] == [1.0, 2.0, 4.0, 60.0, 60.0]
     assert POLICY.backoff(3, Low()) == 2.0
+
+
+def _on_grid(t: float, grid: float, period: float, slack: float) -> bool:
+    offset = (t - grid) % period
+    return min(offset, period - offset) <= slack
+
+
+def test_a_schedule_keeps_every_refresh_ahead_on_its_points() -> None:
+    """With a schedule (grid), a chain looked up every 50 ms for 100 TTLs refreshes once per
+    TTL, nearly always within one lookup of a point of the schedule (a life too short for the
+    next point brings one refresh forward, and the next is back on it), never expiring
+    between refreshes, and no answer is served fresh past 1.2 of its lifetime after its fetch."""
+    clock = FakeClock(0.0)
+    policy = Policy(ttl=10.0)
+    rng = random.Random(6)
+    grid = 3.7
+    e = policy.new_entry("v", clock(), rng, grid=grid)
+    assert e.refresh_at == pytest.approx(3.7)  # the first point: 37% of the first life
+    refreshes: list[float] = []
+    while clock() < 1000.0:
+        clock.tick(0.05)
+        verdict = decide(e, clock(), policy)
+        assert verdict in (Freshness.FRESH, Freshness.REFRESH_AHEAD), (clock(), verdict)
+        if verdict is Freshness.REFRESH_AHEAD:
+            refreshes.append(clock())
+            e = policy.new_entry("v", clock(), rng, previous=e, grid=grid)
+            assert e.fresh_until - e.fetched_at <= 1.2 * 11.0 + 1e-9
+            assert e.fresh_until - e.refresh_at >= 1.0 - 1e-9  # a tenth of a TTL left
+    assert 99 <= len(refreshes) <= 101
+    # Within one lookup of a point, or brought forward (a short life) by at most 0.2 TTL.
+    assert sum(_on_grid(t, grid, 10.0, 0.051) for t in refreshes) >= 0.9 * len(refreshes)
+    assert all(_on_grid(t, grid, 10.0, 2.05) for t in refreshes)
+    gaps = [b - a for a, b in itertools.pairwise(refreshes)]
+    assert all(7.9 <= gap <= 12.1 for gap in gaps)
+
+
+def test_a_schedule_point_that_does_not_fit_gives_way() -> None:
+    """A first point later than 80% of the first life leaves that entry to the random phase;
+    a later point too close to the end of freshness is brought forward to a tenth of a TTL
+    before it."""
+    policy = Policy(ttl=10.0)
+
+    class At:
+        def __init__(self, *draws: float) -> None:
+            self.draws = list(draws)
+
+        def uniform(self, a: float, b: float) -> float:
+            return a + (b - a) * self.draws.pop(0)
+
+    # life 9 s (draw 0 of the band), the first point 8.5 s away: past 80% of 9 s (7.2 s).
+    e = policy.new_entry("v", 0.0, At(0.0, 0.5), grid=8.5)
+    assert e.refresh_at == pytest.approx(0.8 * 9.0 * 0.5)  # the random phase, drawn 0.5
+    # A refresh at 2.0 of a still-fresh entry with life 9 s: fresh until 2 + 1.8 + 9 = 12.8;
+    # the first point 5 s on is 8.5; it fits (<= 11.8).
+    ahead = policy.new_entry("v", 2.0, At(0.0), previous=e, grid=8.5)
+    assert (ahead.refresh_at, ahead.fresh_until) == (pytest.approx(8.5), pytest.approx(12.8))
+    # The same refresh on a schedule whose point 5 s on is 12.0: brought forward to 11.8.
+    early = policy.new_entry("v", 2.0, At(0.0), previous=e, grid=2.0)
+    assert (early.refresh_at, early.fresh_until) == (pytest.approx(11.8), pytest.approx(12.8))
+
+
+def test_schedules_drawn_per_process_keep_a_fleet_from_bunching() -> None:
+    """16 processes of two documents each (TTL 5 s, a lookup every 50 ms, a rolling start,
+    each process a random schedule and its documents half a TTL apart): over 300 simulated
+    fleets, fewer than 5% hold a second above twice the mean in a 60 s window. Jitter alone
+    (the same fleets without schedules) does it in about 20%: its drift lets processes
+    fall into step."""
+    from simpletuner_secrets._resolver import _spread
+
+    def fleet(rng: random.Random, scheduled: bool) -> float:
+        policy, tick = Policy(ttl=5.0), 0.05
+        times: list[float] = []
+        starts = [i * 5.0 / 16 + rng.uniform(0.5, 1.5) for i in range(16)]
+        w0 = max(starts) + 5.3
+        for start in starts:
+            anchor = rng.uniform(0.0, 5.0)
+            for doc in range(2):
+                grid = anchor + _spread(doc + 2) * 5.0 if scheduled else None
+                now = start + rng.uniform(0.0, 0.3)
+                times.append(now)
+                e = policy.new_entry("v", now + rng.uniform(0.003, 0.03), rng, grid=grid)
+                while now < w0 + 60.0:
+                    # the first lookup at or after refresh_at (lookups every 50 ms)
+                    now = start + math.ceil((e.refresh_at - start) / tick) * tick
+                    times.append(now)
+                    done = now + rng.uniform(0.003, 0.03)
+                    e = policy.new_entry("v", done, rng, previous=e, grid=grid)
+        bins = [0] * 60
+        for t in times:
+            if w0 <= t < w0 + 60.0:
+                bins[int(t - w0)] += 1
+        return max(bins) / (sum(bins) / 60)
+
+    rng = random.Random(8)
+    scheduled = [fleet(rng, True) for _ in range(300)]
+    jittered = [fleet(rng, False) for _ in range(300)]
+    assert sum(r > 2.0 for r in scheduled) < 0.05 * 300
+    assert sum(r > 2.0 for r in jittered) > 0.1 * 300  # what the schedule is measured against

@@ -4,6 +4,7 @@ watch, on_event, and their sync facade twins."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pickle
 import random
@@ -591,3 +592,34 @@ def test_a_refreshed_entry_carries_at_most_a_fifth_of_a_life_from_the_previous_o
     assert forced.fresh_until == 8.6 + 2.0 + 10.0
     stale = policy.new_entry("v4", 30.0, rng, previous=forced)  # past freshness: from now
     assert stale.fresh_until == 40.0
+
+
+async def test_a_processs_two_documents_refresh_half_a_ttl_apart_and_stay_there() -> None:
+    """Two remote documents looked up every 50 ms for 100 TTLs: each is refreshed about once
+    per TTL, nearly always one TTL after its last refresh, and the two stay half a TTL apart
+    (jitter alone lets them drift into step: the drift is a random walk of +-10% a TTL)."""
+    clock = FakeClock()
+    first, second = Doc({"A": SECRET}, name="first"), Doc({"B": SECRET}, name="second")
+    loads: dict[str, list[float]] = {"first": [], "second": []}
+    for doc in (first, second):
+        original = doc.load_document
+
+        async def timed(doc: Doc = doc, original: Any = original) -> Mapping[str, str]:
+            loads[doc.name].append(clock.now)
+            return await original()
+
+        doc.load_document = timed  # type: ignore[method-assign]
+    async with SecretsManager([first, second], cache_ttl=5, timer=clock, rng=random.Random(9)) as m:
+        for _ in range(10_000):
+            assert await m.get("A") == SECRET and await m.get("B") == SECRET
+            for _ in range(3):
+                await asyncio.sleep(0)  # the background refreshes run
+            clock.tick(0.05)
+    assert all(95 <= len(times) <= 103 for times in loads.values()), loads
+    for times in loads.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert sum(abs(g - 5.0) <= 0.06 for g in gaps) >= 0.85 * len(gaps), gaps
+    # Over the last 20 TTLs, each refresh of the second is half a TTL from the first's.
+    late = [t for t in loads["second"] if t >= 400.0]
+    offsets = [min(abs(t - f) for f in loads["first"]) for t in late]
+    assert sum(abs(o - 2.5) <= 0.2 for o in offsets) >= 0.85 * len(offsets), offsets
