@@ -190,10 +190,10 @@ def test_a_schedule_point_that_does_not_fit_gives_way() -> None:
     # A refresh at 2.0 of a still-fresh entry with life 9 s: fresh until 2 + 1.8 + 9 = 12.8;
     # the first point 5 s on is 8.5; it fits (<= 11.8).
     ahead = policy.new_entry("v", 2.0, At(0.0), previous=e, grid=8.5)
-    assert (ahead.refresh_at, ahead.fresh_until) == (pytest.approx(8.5), pytest.approx(12.8))
+    assert ahead.refresh_at == pytest.approx(8.5) and ahead.fresh_until == pytest.approx(12.8)
     # The same refresh on a schedule whose point 5 s on is 12.0: brought forward to 11.8.
     early = policy.new_entry("v", 2.0, At(0.0), previous=e, grid=2.0)
-    assert (early.refresh_at, early.fresh_until) == (pytest.approx(11.8), pytest.approx(12.8))
+    assert early.refresh_at == pytest.approx(11.8) and early.fresh_until == pytest.approx(12.8)
 
 
 def test_schedules_drawn_per_process_keep_a_fleet_from_bunching() -> None:

@@ -9,7 +9,7 @@ import logging
 import pickle
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -604,7 +604,9 @@ async def test_a_processs_two_documents_refresh_half_a_ttl_apart_and_stay_there(
     for doc in (first, second):
         original = doc.load_document
 
-        async def timed(doc: Doc = doc, original: Any = original) -> Mapping[str, str]:
+        async def timed(
+            doc: Doc = doc, original: Callable[[], Awaitable[Mapping[str, str]]] = original
+        ) -> Mapping[str, str]:
             loads[doc.name].append(clock.now)
             return await original()
 
