@@ -700,7 +700,9 @@ async def test_a_trickling_vault_load_ends_at_its_deadline(home: Path) -> None:
         with pytest.raises(ProviderError, match="within 1 s") as info:
             await asyncio.wait_for(vault.load_document(), 8.0)  # the hard timeout
         elapsed = time.monotonic() - started
-        assert elapsed < 2.0, f"the load took {elapsed:.2f} s"
+        # A per-receive timeout would run to the hard timeout (8 s): the bound sits well
+        # below that, well above the deadline, so that a busy machine does not fail it.
+        assert elapsed < 4.0, f"the load took {elapsed:.2f} s"
         assert await soon(lambda: server.open == 0, 2.0), "the connection is still open"
         await vault.aclose()
     assert "Timeout" in str(info.value) and SECRET_TOKEN not in str(info.value)
@@ -715,7 +717,7 @@ async def test_a_trickling_tls_handshake_ends_at_the_deadline(home: Path) -> Non
         started = time.monotonic()
         with pytest.raises(ProviderError, match="within 1 s"):
             await asyncio.wait_for(vault.load_document(), 8.0)  # the hard timeout
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.0  # a handshake left unbounded: 8 s
         await vault.aclose()
 
 
@@ -729,8 +731,8 @@ async def test_aclose_ends_a_load_stuck_on_a_trickling_vault(home: Path) -> None
         started = time.monotonic()
         await vault.aclose()
         with pytest.raises(ProviderError, match="closed"):
-            await asyncio.wait_for(load, 5.0)
-        assert time.monotonic() - started < 2.0
+            await asyncio.wait_for(load, 10.0)
+        assert time.monotonic() - started < 5.0  # the deadline, uncut, is 20 s away
         assert await soon(lambda: server.open == 0, 2.0), "the connection is still open"
 
 
