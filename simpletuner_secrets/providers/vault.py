@@ -154,6 +154,22 @@ class _Read:
     problem: str = ""  # the answer is malformed: what is wrong, never a value
 
 
+def _unused_token(argument: Any, cfg: Mapping[str, Any], method: str) -> None:
+    """Say that a token set beside another auth method is not sent (where it was set, never
+    its value): WARNING when the caller passed it, DEBUG when it is only in the environment
+    (a shell's VAULT_TOKEN beside a service's own login)."""
+    if text_setting(argument) is not None:
+        where, level = "the token argument", logging.WARNING
+    elif text_setting(cfg.get("vault_token")) is not None:
+        where, level = "the vault_token setting", logging.WARNING
+    else:
+        where, level = "VAULT_TOKEN or BAO_TOKEN", logging.DEBUG
+    how = "the Agent or Proxy adds its own" if method == "agent" else f"a {method} login gets one"
+    logger.log(
+        level, "vault: a token is set (%s) but auth is %r: it is not sent; %s", where, method, how
+    )
+
+
 class HashiCorpVaultProvider(DocumentSecretProvider):
     """Secrets in KV secrets of HashiCorp Vault (or OpenBao): ``<mount>/<path>[,<path>...]``.
 
@@ -329,6 +345,9 @@ class HashiCorpVaultProvider(DocumentSecretProvider):
         self.auth = auth if auth is not None else auth_from_settings(cfg, env, self._token)
         if isinstance(self.auth, VaultTokenAuth) and self.auth.token is not None:
             self._token = self.auth.token
+        elif self._token is not None and not isinstance(self.auth, VaultTokenAuth):
+            _unused_token(token, cfg, self.auth.method)
+            self._token = None
         self.path = (
             first_setting(path, cfg.get("vault_path"), env.get("SIMPLETUNER_VAULT_PATH"))
             or DEFAULT_PATH

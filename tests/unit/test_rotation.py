@@ -625,3 +625,29 @@ async def test_a_processs_two_documents_refresh_half_a_ttl_apart_and_stay_there(
     late = [t for t in loads["second"] if t >= 400.0]
     offsets = [min(abs(t - f) for f in loads["first"]) for t in late]
     assert sum(abs(o - 2.5) <= 0.2 for o in offsets) >= 0.85 * len(offsets), offsets
+
+
+async def test_a_forked_child_draws_a_refresh_schedule_of_its_own() -> None:
+    """After a fork (`reset_after_fork`, which the child runs) the next fetch draws a new
+    offset into the TTL: preforked workers do not all keep their parent's schedule."""
+
+    class Draws:
+        """uniform() answers these shares of each band in turn: the parent's schedule, a
+        life, the child's schedule, a life."""
+
+        def __init__(self) -> None:
+            self.shares = iter([0.1, 0.5, 0.7, 0.5])
+
+        def uniform(self, a: float, b: float) -> float:
+            return a + (b - a) * next(self.shares)
+
+    clock = FakeClock()
+    doc = Doc({"K": SECRET})
+    async with SecretsManager([doc], cache_ttl=10, timer=clock, rng=Draws()) as m:
+        slot = m.resolver.slots[0]
+        assert await m.get("K") == SECRET  # draws the schedule (0.1 of the TTL), then a life
+        assert m.resolver.schedule(slot, None) == pytest.approx(1.0)
+        m.resolver.reset_after_fork()
+        m.clear_cache()
+        assert await m.get("K") == SECRET
+        assert m.resolver.schedule(slot, None) == pytest.approx(7.0)

@@ -349,3 +349,37 @@ def test_a_token_without_lease_needs_nothing() -> None:
     assert (
         plan(now=5, issued_at=0, lease_s=0, login_ttl_s=0, renewable=False, rand=0.3).kind == "none"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [
+        ({"token": "s.unit-given-token-7d1e"}, "WARNING"),
+        ({"config": {"vault_token": "s.unit-given-token-7d1e"}}, "WARNING"),
+        ({"env": {"VAULT_TOKEN": "s.unit-given-token-7d1e"}}, "DEBUG"),
+    ],
+)
+@pytest.mark.parametrize(
+    "auth", [VaultAgentAuth(), VaultAppRoleAuth("role", secret_id=SECRET_ID)], ids=repr
+)
+def test_a_token_set_beside_another_auth_method_is_named_as_not_sent(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    given: dict[str, Any],
+    level: str,
+    auth: Any,
+) -> None:
+    """A token beside agent mode or a login method is not sent, and a log line says where it
+    was set (WARNING when passed in, DEBUG from the environment), never its value."""
+    caplog.set_level("DEBUG", logger="simpletuner_secrets")
+    vault = make(
+        tmp_path,
+        given.get("env"),
+        auth=auth,
+        token=given.get("token"),
+        config=given.get("config"),
+    )
+    lines = [r for r in caplog.records if "is not sent" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == level, caplog.text
+    assert repr(auth.method) in lines[0].getMessage()
+    assert "unit-given-token" not in caplog.text and "unit-given-token" not in repr(vault)
