@@ -41,6 +41,8 @@ def main() -> int:
     machine = ""
     for path in sorted(RESULTS.glob("bench_*.json")):
         data = json.loads(path.read_text())
+        if "tables" not in data:
+            continue  # bench_fleet's report (its own plot, fleet.png) has no ratio tables
         tables.update(data["tables"])
         machine = data["machine"]
     rows = [
