@@ -88,8 +88,10 @@ class SecretsManager(RotationMethods, WriteMethods):
         environ: The environment to read settings and build the chain from (defaults to
             ``os.environ``).
         timer: Monotonic clock for every freshness decision; tests pass a fake one.
-        rng: Source of the TTL and backoff jitter (``uniform(a, b)``); tests pass a seeded
-            `random.Random`. The default, the `random` module, is reseeded in forked children.
+        rng: Source of the TTL and backoff jitter and of the refresh schedule's offset
+            (``uniform(a, b)``); tests pass a seeded `random.Random`. The default, the `random`
+            module, is reseeded in forked children; a seeded instance is not, so workers
+            sharing one would share their schedule.
         min_refresh_interval: Seconds between two fetches of one document by `refresh`.
         on_event: Called with each `SecretsEvent` (sync, or async and run in a task).
         resolve_references: Replace a value that is a reference (``vault://mount/path#KEY``,
