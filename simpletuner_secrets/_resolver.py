@@ -414,15 +414,15 @@ class Resolver:
     def schedule(self, slot: Slot, key: str | None) -> float:
         """A time on the refresh schedule of ``slot``'s document (or of its ``key``).
 
-        Each process draws one random offset into the TTL (again in a forked child); each
-        document sits a share of the TTL apart from the others (0, 1/2, 1/4, 3/4... in chain
-        order), and each key of a per-key provider at a share taken from its name. A
-        process's refreshes are then spread over the TTL, and stay where they were drawn
-        (`Policy.new_entry`).
+        Each process draws one random offset into the TTL from its first fetch on (again in
+        a forked child); each document sits a share of the TTL apart from the others (0, 1/2,
+        1/4, 3/4... in chain order), and each key of a per-key provider at a share taken from
+        its name. A process's refreshes are then spread over the TTL, and stay where they
+        were drawn (`Policy.new_entry`).
         """
         ttl = self.policy.ttl
         if self._anchor is None:
-            self._anchor = self.rng.uniform(0.0, ttl)
+            self._anchor = self.timer() + self.rng.uniform(0.0, ttl)
         share = slot.share if key is None else slot.share + zlib.crc32(key.encode()) / 2**32
         return self._anchor + (share % 1.0) * ttl
 

@@ -158,10 +158,11 @@ async def test_1000_tasks_and_8_threads_share_one_load_per_window(
     if cache_ttl >= elapsed:
         assert memory.loads == 1
     else:
-        # With every random draw at the middle of its band, a life is one TTL and a chain's
-        # first refresh ahead falls at 40% of it (half its random phase), later ones one TTL
-        # apart; all the lookups of a window (1,000 tasks, 8 threads, two event loops) share
-        # its load, so no two loads are closer than the shortest window.
+        # With every random draw at the middle of its band, a life is one TTL and this
+        # document's first refresh ahead falls at 75% of it (`BandMiddle`, the third place in
+        # the chain), later ones one TTL apart; all the lookups of a window (1,000 tasks, 8
+        # threads, two event loops) share its load, so no two loads are closer than 40% of a
+        # TTL (a load that did not coalesce would be a gap of about nothing).
         shortest_window = 0.4 * cache_ttl
         gaps = [b - a for a, b in zip(memory.started, memory.started[1:], strict=False)]
         assert memory.loads >= 2

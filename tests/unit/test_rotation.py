@@ -97,6 +97,13 @@ def manager(*providers: SecretProvider, clock: FakeClock, **kwargs: Any) -> Secr
     )
 
 
+def past_refresh_at(m: SecretsManager, clock: FakeClock) -> None:
+    """Move the clock just past the first provider's refresh ahead, before its freshness ends."""
+    entry = m.resolver.cached_entry(m.resolver.slots[0], "K")
+    assert entry is not None and entry.refresh_at + 0.01 < entry.fresh_until
+    clock.now = max(clock.now, entry.refresh_at + 0.01)
+
+
 async def settle(condition: Callable[[], bool], guard_s: float = 10.0) -> None:
     """Yield to the loop until ``condition`` holds (a wide hang guard, not a timing)."""
     deadline = time.monotonic() + guard_s
@@ -314,11 +321,11 @@ async def test_on_change_hears_a_refresh_ahead_and_a_removal() -> None:
         await m.get("K")
         await m.changes.check()
         doc.data["K"] = ROTATED
-        clock.tick(53)  # past refresh_at (80% of 60 s +-10%), before freshness ends
+        past_refresh_at(m, clock)
         assert await m.get("K") == SECRET  # answered at once, refreshed in the background
         await settle(lambda: seen == [ROTATED])
         del doc.data["K"]
-        clock.tick(53)
+        past_refresh_at(m, clock)
         await m.get("K")
         await settle(lambda: seen == [ROTATED, None])
 
@@ -645,9 +652,11 @@ async def test_a_forked_child_draws_a_refresh_schedule_of_its_own() -> None:
     doc = Doc({"K": SECRET})
     async with SecretsManager([doc], cache_ttl=10, timer=clock, rng=Draws()) as m:
         slot = m.resolver.slots[0]
+        first = clock.now
         assert await m.get("K") == SECRET  # draws the schedule (0.1 of the TTL), then a life
-        assert m.resolver.schedule(slot, None) == pytest.approx(1.0)
+        assert m.resolver.schedule(slot, None) == pytest.approx(first + 1.0)
+        clock.tick(3.0)
         m.resolver.reset_after_fork()
         m.clear_cache()
-        assert await m.get("K") == SECRET
-        assert m.resolver.schedule(slot, None) == pytest.approx(7.0)
+        assert await m.get("K") == SECRET  # the child's own draw, from its own first fetch
+        assert m.resolver.schedule(slot, None) == pytest.approx(first + 3.0 + 7.0)
