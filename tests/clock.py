@@ -20,8 +20,8 @@ class FakeClock:
 class BandMiddle:
     """A `RandomSource` whose every draw is the middle of its band: lifetimes of exactly one
     TTL, the refresh schedule's offset half a TTL after the manager's first fetch (so a
-    document's first refresh ahead falls at 25%, 40%, 50% or 75% of its life, by its place
-    in the chain), backoffs at three quarters.
+    document's first refresh ahead falls at 50%, 40%, 75% or 25% of its life in the first four
+    places of the chain, later places elsewhere in the first 80%), backoffs at three quarters.
 
     For tests that run on the real clock and count requests: with random draws, a first
     refresh ahead may fall anywhere in the first 80% of a TTL, so a long enough run sees one
