@@ -198,7 +198,8 @@ def test_refused_upstream_is_a_reset_for_the_client() -> None:
         started = time.monotonic()
         with pytest.raises(ConnectionResetError):
             roundtrip(sock)
-        assert time.monotonic() - started < 0.5
+        # At once, not at the socket's 2 s timeout (a proxy that left the client hanging).
+        assert time.monotonic() - started < 1.5
 
 
 def test_set_upstream_switches_new_connections_and_resets_live_ones(
