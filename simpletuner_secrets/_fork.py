@@ -10,6 +10,11 @@ values are kept. gunicorn ``--preload`` and multiprocessing's fork start method 
 from __future__ import annotations
 
 import os
+
+# Imported before this module registers its hook: `random` reseeds itself in a forked child
+# from a hook of its own, and hooks run in the order they were registered, so the draws of a
+# child's `reset_after_fork` come from the child's own seed (each worker its own schedule).
+import random  # noqa: F401
 import weakref
 from collections.abc import Callable
 from typing import Protocol

@@ -139,6 +139,22 @@ class Policy:
         phase = 1.0 - rng.uniform(0.0, 1.0) if self.jitter > 0 else 1.0
         return Entry(value, now, now + life, now + life * self.refresh_ahead_at * phase)
 
+    def inherited(self, entry: Entry, now: float, rng: RandomSource) -> None:
+        """Move the refresh ahead of ``entry``, a forked child's copy of its parent's, to a
+        random point between ``now`` and a tenth of a ``ttl`` before its freshness ends.
+
+        Workers forked together from one parent (gunicorn ``--preload``, a fork pool) would
+        otherwise all refresh it at the parent's ``refresh_at``: one request per worker in the
+        same second. The refresh after that one falls on the child's own schedule
+        (`new_entry`). The life is kept; an entry already due, or a `Policy` without jitter,
+        is left as it is.
+        """
+        latest = entry.fresh_until - 0.1 * self.ttl
+        if self.jitter <= 0 or self.ttl <= 0 or entry.refresh_at <= now or latest <= now:
+            return
+        # 1 - uniform(0, 1) is in (0, 1]: never due at the fork itself.
+        entry.refresh_at = now + (latest - now) * (1.0 - rng.uniform(0.0, 1.0))
+
     def backoff(self, failures: int, rng: RandomSource) -> float:
         """Seconds to wait before retrying after the ``failures``-th failure in a row."""
         return min(self.max_backoff, 2.0 ** (failures - 1)) * rng.uniform(0.5, 1.0)

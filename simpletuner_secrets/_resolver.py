@@ -213,11 +213,15 @@ class Resolver:
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's background refreshes are gone with its threads,
-        so no entry is left marked as refreshing (the cache resets its own loads)."""
+        so no entry is left marked as refreshing (the cache resets its own loads); each
+        inherited entry's refresh ahead is drawn again, and the child's schedule is its own,
+        so that workers forked together do not refresh together."""
         self._background = set()
         self._anchor = None  # a schedule of the child's own, not its parent's
+        now = self.timer()
         for entry in self.cache.values_snapshot():
             entry.refreshing = False
+            self.policy.inherited(entry, now, self.rng)
 
     # -- the fast path ----------------------------------------------------------------
 

@@ -7,6 +7,9 @@ Scenarios (argv[1]):
 - ``load-in-flight``: the parent forks while a slow load runs on the facade's loop; the child
   reads the same key and must not wait for the parent's load.
 - ``multiprocessing``: a fork-context pool's workers read through the process-wide manager.
+- ``preforked``: eight children forked from one parent that loaded a document each draw the
+  refresh ahead of the entry they inherit (with the default ``random`` source): not one
+  second for all of them.
 
 Prints ``OK`` and exits 0 on success; any failure is an exception (exit 1).
 """
@@ -149,12 +152,33 @@ def with_multiprocessing(tmp: Path) -> None:
     SecretsManager.reset()
 
 
+def preforked(tmp: Path) -> None:
+    manager = SecretsManager([Slow(0.0)], cache_ttl=60)
+    assert asyncio.run(manager.get("WARM")) == "warm-value"
+    (parent,) = manager.resolver.cache.values_snapshot()
+    forked_at = time.monotonic()
+
+    def child() -> None:
+        (inherited,) = manager.resolver.cache.values_snapshot()
+        (tmp / f"refresh-{os.getpid()}").write_text(repr(inherited.refresh_at))
+
+    for _ in range(8):
+        in_child(child)
+    drawn = [float(path.read_text()) for path in tmp.glob("refresh-*")]
+    assert len(drawn) == 8, drawn
+    assert len(set(drawn)) == 8, f"children share refresh points: {drawn}"
+    latest = parent.fresh_until - 0.1 * 60
+    assert all(forked_at < d <= latest for d in drawn), (forked_at, drawn, latest)
+    assert parent.refresh_at not in drawn
+
+
 def main() -> None:
     scenario, tmp = sys.argv[1], Path(sys.argv[2])
     {
         "after-use": after_use,
         "load-in-flight": load_in_flight,
         "multiprocessing": with_multiprocessing,
+        "preforked": preforked,
     }[scenario](tmp)
     print("OK", flush=True)
 

@@ -63,6 +63,14 @@ def test_multiprocessing_fork_workers_read_through_the_process_manager(tmp_path:
     assert done.stdout.strip().endswith("OK")
 
 
+def test_workers_forked_together_refresh_inherited_entries_apart(tmp_path: Path) -> None:
+    """Eight children of one parent each move the inherited entry's refresh ahead to a point
+    of their own, drawn from their own seed after the fork, within the entry's freshness."""
+    done = run_scenario("preforked", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("OK")
+
+
 def test_gunicorn_preload_workers_answer_every_request(tmp_path: Path) -> None:
     """gunicorn --preload -w 2: every request, before and after the file re-check, is served."""
     secrets = tmp_path / "secrets.json"

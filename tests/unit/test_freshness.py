@@ -196,6 +196,40 @@ def test_a_schedule_point_that_does_not_fit_gives_way() -> None:
     assert early.refresh_at == pytest.approx(11.8) and early.fresh_until == pytest.approx(12.8)
 
 
+def test_a_forked_childs_copy_is_refreshed_ahead_at_a_point_of_its_own() -> None:
+    """`inherited` moves a copy's refresh ahead to a random point between the fork and a tenth
+    of a TTL before its freshness ends; a thousand children's draws cover that window."""
+    policy = Policy(ttl=100.0)
+    now = 10.0
+    draws = []
+    rng = random.Random(7)
+    for _ in range(1000):
+        copy = entry(fresh_until=105.0, refresh_at=80.0)
+        policy.inherited(copy, now, rng)
+        assert now < copy.refresh_at <= 95.0
+        assert (copy.fetched_at, copy.fresh_until) == (0.0, 105.0)  # the life is kept
+        draws.append(copy.refresh_at)
+    # Spread over the window, not the parent's one point (80.0) for every child.
+    tenths = {int((d - now) / 8.5) for d in draws}
+    assert tenths == set(range(10)), sorted(tenths)
+    assert sum(d == 80.0 for d in draws) == 0
+
+
+def test_an_inherited_entry_already_due_or_without_jitter_keeps_its_refresh() -> None:
+    """Nothing is drawn for a copy already due (the next lookup refreshes it), one too close to
+    the end of its freshness, or under a `Policy` without jitter."""
+    rng = random.Random(1)
+    due = entry(refresh_at=8.0)
+    POLICY.inherited(due, 10.0, rng)
+    assert due.refresh_at == 8.0
+    ending = entry(fresh_until=100.0, refresh_at=95.0)
+    POLICY.inherited(ending, 91.0, rng)  # less than a tenth of a TTL of freshness is left
+    assert ending.refresh_at == 95.0
+    steady = entry(refresh_at=80.0)
+    Policy(ttl=100.0, jitter=0.0).inherited(steady, 10.0, rng)
+    assert steady.refresh_at == 80.0
+
+
 def test_schedules_drawn_per_process_keep_a_fleet_from_bunching() -> None:
     """16 processes of two documents each (TTL 5 s, a lookup every 50 ms, a rolling start,
     each process a random schedule and its documents half a TTL apart): over 300 simulated

@@ -634,6 +634,38 @@ async def test_a_processs_two_documents_refresh_half_a_ttl_apart_and_stay_there(
     assert sum(abs(o - 2.5) <= 0.2 for o in offsets) >= 0.85 * len(offsets), offsets
 
 
+async def test_a_forked_child_redraws_the_refresh_of_the_entries_it_inherits() -> None:
+    """After a fork, an entry the child inherited is refreshed ahead at a point drawn in the
+    child (between the fork and a tenth of a TTL before its freshness ends), not at its
+    parent's `refresh_at`, where every preforked worker would refresh it at once."""
+
+    class Draws:
+        """uniform() answers these shares of each band in turn: the parent's schedule, a
+        life, the child's redraw."""
+
+        def __init__(self) -> None:
+            self.shares = iter([0.1, 0.5, 0.7])
+
+        def uniform(self, a: float, b: float) -> float:
+            return a + (b - a) * next(self.shares)
+
+    clock = FakeClock()
+    doc = Doc({"K": SECRET})
+    async with SecretsManager([doc], cache_ttl=10, timer=clock, rng=Draws()) as m:
+        first = clock.now
+        assert await m.get("K") == SECRET  # schedule at 0.1 of the TTL, a life of 10 s
+        (inherited,) = m.resolver.cache.values_snapshot()
+        assert inherited.refresh_at == pytest.approx(first + 1.0)  # the parent's schedule
+        clock.tick(0.5)
+        m.resolver.reset_after_fork()
+        # Fresh until first + 10, so the window ends at first + 9: 0.3 of the 8.5 s left.
+        assert inherited.refresh_at == pytest.approx(first + 0.5 + 8.5 * 0.3)
+        assert inherited.fresh_until == pytest.approx(first + 10.0)
+        clock.tick(1.0)  # past the parent's point: no refresh in the child yet
+        assert await m.get("K") == SECRET
+        assert doc.loads == 1
+
+
 async def test_a_forked_child_draws_a_refresh_schedule_of_its_own() -> None:
     """After a fork (`reset_after_fork`, which the child runs) the next fetch draws a new
     offset into the TTL: preforked workers do not all keep their parent's schedule."""
