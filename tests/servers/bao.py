@@ -230,12 +230,15 @@ class AuditLog:
 
     path: Path
     offset: int
+    #: Where to stop reading (a size the file had), or None for everything written so far.
+    end: int | None = None
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every audit entry written since the mark."""
+        """Every audit entry written since the mark (up to ``end``)."""
         with self.path.open("rb") as log:
             log.seek(self.offset)
-            text = log.read().decode()
+            data = log.read() if self.end is None else log.read(max(0, self.end - self.offset))
+            text = data.decode()
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def responses(self, path: str | None = None) -> list[str]:
