@@ -445,6 +445,38 @@ class SingleFlight(Generic[T]):
             fut.cancel()  # so finish() skips it; a done future is left as it is
             raise
 
+    def join_nowait(self, key: Hashable) -> asyncio.Future[T] | None:
+        """A future for the load of ``key`` in flight on the running loop, or None.
+
+        The cheapest wait for a load this loop already leads (the other callers of a
+        stampede): no lookup that fails and no coroutine, where `get_or_set_async` pays for
+        both (the "200 cold gets vs cheapest floor" rows of bench_providers). Await the
+        future; when it raises `Abandoned` the load ended without a result, and
+        `get_or_set_async` loads again. Cancelling the future leaves the load to the others.
+
+        Returns None, so that the caller goes through `get_or_set_async`, when no load of
+        ``key`` is in flight on this loop, when a live value is cached (a refresh in flight
+        must not hold up a lookup that has an answer), or when this loop is blocked waiting
+        for the current call (the blocked-loops rule).
+        """
+        load = self._pending.get(key)
+        if load is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if load.loop is not loop or loop in blocked_loops.get():
+            return None
+        entry = self._data.get(key)
+        if entry is not None and entry[1] > self._timer():
+            return None
+        # The load runs on this loop, so only this thread can finish it: it is still in flight
+        # under the lock below, as `_lookup_or_join` would find it.
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._misses += 1
+            self._coalesced += 1
+            load.waiters.append((loop, fut))
+        return fut
+
     async def refresh_async(
         self, key: Hashable, factory: Callable[[], Awaitable[T]], ttl: float | None = None
     ) -> T:

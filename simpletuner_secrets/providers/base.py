@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+from .._flight import Abandoned
 from ..errors import ProviderError
 from ..keys import normalize_key
 
@@ -215,10 +216,18 @@ class DocumentSecretProvider(SecretProvider):
     async def get(self, key: str) -> str | None:
         """Return the value of ``key`` from the document, or ``None`` when absent."""
         if self._plain_document:
-            # `document` inlined: one coroutine less for each caller of a stampede (the
-            # "200 cold gets vs cheapest floor" rows of bench_providers).
+            # `document` inlined, and a load in flight joined directly: one coroutine less for
+            # each caller of a stampede, two for the callers that join (the "200 cold gets vs
+            # cheapest floor" rows of bench_providers).
             cache = self._document_cache
-            document = await cache.get_or_set_async("document", self.load_document)
+            waiter = cache.join_nowait("document")
+            if waiter is not None:
+                try:
+                    document = await waiter
+                except Abandoned:  # the load ended without a result: look up or load again
+                    document = await cache.get_or_set_async("document", self.load_document)
+            else:
+                document = await cache.get_or_set_async("document", self.load_document)
         else:
             document = await self.document()
         return document.get(normalize_key(key))

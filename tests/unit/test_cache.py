@@ -419,6 +419,75 @@ async def test_a_miss_joins_a_refresh_in_flight_on_its_loop() -> None:
     assert c.stats()["coalesced"] == 1
 
 
+async def test_join_nowait_waits_for_the_load_in_flight_on_its_loop() -> None:
+    """`join_nowait` hands a caller a future of the load this loop leads, counted as
+    coalesced; with no load in flight it returns None (the caller looks up as usual)."""
+    c: TTLCache[str] = TTLCache()
+    gate = asyncio.Event()
+
+    async def factory() -> str:
+        await gate.wait()
+        return "v"
+
+    assert c.join_nowait("k") is None
+    leader = asyncio.create_task(c.get_or_set_async("k", factory))
+    await asyncio.sleep(0)
+    waiters = [c.join_nowait("k") for _ in range(3)]
+    assert all(w is not None for w in waiters)
+    waiters[0].cancel()  # type: ignore[union-attr]  # leaves the load to the others
+    gate.set()
+    assert await leader == "v"
+    assert [await w for w in waiters[1:]] == ["v", "v"]  # type: ignore[misc]
+    assert c.stats()["loads"] == 1 and c.stats()["coalesced"] == 3
+    assert c.join_nowait("k") is None  # done: the value is cached
+
+
+async def test_join_nowait_leaves_a_live_value_to_the_lookup() -> None:
+    """While a forced refresh of a key with a live value loads, `join_nowait` returns None: a
+    lookup that has an answer does not wait for the refresh."""
+    c: TTLCache[str] = TTLCache()
+    c.set("k", "old")
+    gate = asyncio.Event()
+
+    async def factory() -> str:
+        await gate.wait()
+        return "new"
+
+    refresh = asyncio.create_task(c.refresh_async("k", factory))
+    await asyncio.sleep(0)
+    assert c.join_nowait("k") is None
+    assert await c.get_or_set_async("k", factory) == "old"
+    gate.set()
+    assert await refresh == "new"
+
+
+async def test_join_nowait_does_not_join_another_loop_or_a_blocked_one() -> None:
+    """A load led by another loop, or by this loop while it is listed as blocked (a sync
+    facade call waits on it), is not joined by `join_nowait`."""
+    c: TTLCache[str] = TTLCache()
+    gate = asyncio.Event()
+
+    async def factory() -> str:
+        await gate.wait()
+        return "here"
+
+    leader = asyncio.create_task(c.get_or_set_async("k", factory))
+    await asyncio.sleep(0)
+    token = _flight.blocked_loops.set(frozenset({asyncio.get_running_loop()}))
+    try:
+        assert c.join_nowait("k") is None
+    finally:
+        _flight.blocked_loops.reset(token)
+
+    async def elsewhere() -> object:
+        return c.join_nowait("k")
+
+    assert await asyncio.to_thread(asyncio.run, elsewhere()) is None
+    gate.set()
+    assert await leader == "here"
+    assert c.stats()["coalesced"] == 0
+
+
 async def test_cancelling_every_waiter_still_stores_the_result() -> None:
     """With all waiters cancelled the load finishes and warms the cache, leaving no task."""
     c: TTLCache[str] = TTLCache()
