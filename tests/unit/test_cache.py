@@ -419,19 +419,28 @@ async def test_a_miss_joins_a_refresh_in_flight_on_its_loop() -> None:
     assert c.stats()["coalesced"] == 1
 
 
-async def test_join_nowait_waits_for_the_load_in_flight_on_its_loop() -> None:
-    """`join_nowait` hands a caller a future of the load this loop leads, counted as
-    coalesced; with no load in flight it returns None (the caller looks up as usual)."""
-    c: TTLCache[str] = TTLCache()
+async def gated_load(
+    c: TTLCache[str], key: str, value: str
+) -> tuple[asyncio.Task[str], asyncio.Event]:
+    """Start a load of ``key`` that returns ``value`` once the returned event is set; it is in
+    flight when this returns."""
     gate = asyncio.Event()
 
     async def factory() -> str:
         await gate.wait()
-        return "v"
+        return value
 
-    assert c.join_nowait("k") is None
-    leader = asyncio.create_task(c.get_or_set_async("k", factory))
+    task = asyncio.create_task(c.get_or_set_async(key, factory))
     await asyncio.sleep(0)
+    return task, gate
+
+
+async def test_join_nowait_waits_for_the_load_in_flight_on_its_loop() -> None:
+    """`join_nowait` hands a caller a future of the load this loop leads, counted as
+    coalesced; with no load in flight it returns None (the caller looks up as usual)."""
+    c: TTLCache[str] = TTLCache()
+    assert c.join_nowait("k") is None
+    leader, gate = await gated_load(c, "k", "v")
     waiters = [c.join_nowait("k") for _ in range(3)]
     assert all(w is not None for w in waiters)
     waiters[0].cancel()  # type: ignore[union-attr]  # leaves the load to the others
@@ -465,14 +474,7 @@ async def test_join_nowait_does_not_join_another_loop_or_a_blocked_one() -> None
     """A load led by another loop, or by this loop while it is listed as blocked (a sync
     facade call waits on it), is not joined by `join_nowait`."""
     c: TTLCache[str] = TTLCache()
-    gate = asyncio.Event()
-
-    async def factory() -> str:
-        await gate.wait()
-        return "here"
-
-    leader = asyncio.create_task(c.get_or_set_async("k", factory))
-    await asyncio.sleep(0)
+    leader, gate = await gated_load(c, "k", "here")
     token = _flight.blocked_loops.set(frozenset({asyncio.get_running_loop()}))
     try:
         assert c.join_nowait("k") is None
@@ -548,14 +550,7 @@ async def test_no_pending_task_after_load() -> None:
 async def test_delete_during_load_keeps_the_stale_result_out() -> None:
     """A key deleted while its load runs is not stored by that load."""
     c: TTLCache[str] = TTLCache()
-    release = asyncio.Event()
-
-    async def factory() -> str:
-        await release.wait()
-        return "old"
-
-    task = asyncio.create_task(c.get_or_set_async("k", factory))
-    await asyncio.sleep(0)
+    task, release = await gated_load(c, "k", "old")
     c.delete("k")
     release.set()
     assert await task == "old"
