@@ -18,6 +18,11 @@ class RandomSource(Protocol):
     def uniform(self, a: float, b: float) -> float: ...
 
 
+#: Share of a TTL of freshness left after a refresh ahead that is not at the default point (a
+#: scheduled one brought forward, or one a forked child drew again): time for it to finish.
+_LEFT_AFTER_REFRESH = 0.1
+
+
 class Freshness(enum.Enum):
     """What to do with a cached entry at a given moment (see `decide`)."""
 
@@ -129,7 +134,12 @@ class Policy:
                 # after it is back on the schedule.
                 start = now + life * (1.0 - self.refresh_ahead_at)
                 point = _next_point(grid, self.ttl, now + 0.5 * self.ttl)
-                return Entry(value, now, start + life, min(point, start + life - 0.1 * self.ttl))
+                return Entry(
+                    value,
+                    now,
+                    start + life,
+                    min(point, start + life - _LEFT_AFTER_REFRESH * self.ttl),
+                )
             return Entry(value, now, start + life, start + life * self.refresh_ahead_at)
         if grid is not None:
             point = _next_point(grid, self.ttl, now + 0.02 * self.ttl)
@@ -149,7 +159,7 @@ class Policy:
         (`new_entry`). The life is kept; an entry already due, or a `Policy` without jitter,
         is left as it is.
         """
-        latest = entry.fresh_until - 0.1 * self.ttl
+        latest = entry.fresh_until - _LEFT_AFTER_REFRESH * self.ttl
         if self.jitter <= 0 or self.ttl <= 0 or entry.refresh_at <= now or latest <= now:
             return
         # 1 - uniform(0, 1) is in (0, 1]: never due at the fork itself.
