@@ -216,9 +216,15 @@ async def test_cancellation_storm_leaves_nothing_behind(
         f"{figures['memory_loads']}, cache loads {figures['cache']['loads']} coalesced "
         f"{figures['cache']['coalesced']} (seed {figures['seed']})"
     )
-    assert figures["cancelled"] > figures["gets"] // 4
+    # The storm's own shares, whatever the library: half the gets wait uniform(0, 0.5) s before
+    # the manager and each is cancelled at uniform(0, 0.55) s, so 0.5 x 0.25 / 0.55 = 23% are
+    # cancelled while they wait (2,273 of 10,000, about 42 either way); 20% is six of those
+    # spreads below. Cancellations inside a manager call depend on how long its loads take:
+    # 87-220 of 10,000 seen here (fewer on a quiet machine); a library that swallowed them
+    # would have none.
+    assert figures["cancelled"] > figures["gets"] // 5
     assert figures["completed"] > figures["gets"] // 10
-    assert figures["in_flight_cancels"] > 100
+    assert figures["in_flight_cancels"] > 25
     asyncio_records = [r for r in caplog.records if r.name == "asyncio"]
     assert not asyncio_records, [r.getMessage() for r in asyncio_records][:3]
     library_warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
