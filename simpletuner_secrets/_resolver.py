@@ -14,12 +14,13 @@ import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _fork
 from ._events import EventHub, EventSource
-from ._flight import being_cancelled, start_task
+from ._flight import Abandoned, being_cancelled, blocked_loops, start_task
 from ._freshness import Entry, Freshness, Policy, RandomSource, decide
 from .cache import SecondChanceCache
 from .errors import ProviderError, SecretsError
@@ -157,6 +158,33 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+class _Tally:
+    """What one lookup counted (answers from the cache, fetches, stale answers)."""
+
+    __slots__ = ("fetched", "hits", "stale")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.fetched = 0
+        self.stale: list[Slot] = []
+
+
+#: The counts of the lookup being resolved, for the lookups that join it (`Resolver.resolve`);
+#: the fan-out's tasks inherit it.
+_tally: ContextVar[_Tally | None] = ContextVar("simpletuner_secrets_lookup", default=None)
+
+
+class _Flight:
+    """A lookup in flight: its loop, the futures of the lookups that joined it, its counts."""
+
+    __slots__ = ("loop", "tally", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiters: list[asyncio.Future[Any]] = []
+        self.tally = _Tally()
+
+
 class Resolver:
     """The chain's answer for a key: the fast path, the fan-out, the cache, the refreshes.
 
@@ -204,6 +232,7 @@ class Resolver:
         self.fetched = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._anchor: float | None = None  # this process's schedule: see `schedule`
+        self._resolving: dict[str, _Flight] = {}  # the lookups in flight, by key: `resolve`
         # Events and the call probe (SPEC 10): reached from the slow paths only.
         self.events = EventHub()
         for slot in self.slots:
@@ -217,6 +246,7 @@ class Resolver:
         inherited entry's refresh ahead is drawn again, and the child's schedule is its own,
         so that workers forked together do not refresh together."""
         self._background = set()
+        self._resolving = {}  # the parent's lookups in flight are gone with its loops
         self._anchor = None  # a schedule of the child's own, not its parent's
         now = self.timer()
         for entry in self.cache.values_snapshot():
@@ -262,6 +292,71 @@ class Resolver:
     # -- the slow path ----------------------------------------------------------------
 
     async def resolve(self, nkey: str) -> str | None:
+        """The chain's answer for ``nkey``; concurrent lookups of a key on one loop share one.
+
+        The first caller fans out (`fan_out`); the others on its loop wait on a future each,
+        so a stampede of cold lookups pays one fan-out per key, not one per caller (its
+        tasks, its cache calls: the "200 cold m.get" row of bench_manager). A joiner's
+        cancellation cancels only its own future; when the first caller is cancelled, its
+        joiners look up again (one of them first). The answer, or the error, is the first
+        caller's: the others began while it was in flight, and a write or a cache clear
+        (`forget`, `clear`) ends the sharing. Each joiner is counted as the first caller's
+        lookup was (hit, miss or stale).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            flight = self._resolving.get(nkey)
+            if flight is None or flight.loop is not loop or loop in blocked_loops.get():
+                break
+            fut = loop.create_future()
+            flight.waiters.append(fut)
+            try:
+                value = await fut
+            except Abandoned:
+                continue  # the first caller was cancelled: look up again
+            except asyncio.CancelledError:
+                fut.cancel()  # so the first caller skips it; a done future is left as it is
+                raise
+            except Exception:
+                self._count_joined(flight.tally)
+                raise
+            self._count_joined(flight.tally)
+            return value  # type: ignore[no-any-return]
+        mine = _Flight(loop)
+        if flight is None:
+            self._resolving[nkey] = mine
+        token = _tally.set(mine.tally)
+        ok = False
+        outcome: Any = Abandoned()
+        try:
+            outcome = await self.fan_out(nkey)
+            ok = True
+            return outcome  # type: ignore[no-any-return]
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            _tally.reset(token)
+            if self._resolving.get(nkey) is mine:
+                del self._resolving[nkey]
+            for fut in mine.waiters:
+                if not fut.done():
+                    if ok:
+                        fut.set_result(outcome)
+                    else:
+                        fut.set_exception(outcome)
+            # No local holds the answer once the frame is left (error trackers record them).
+            mine.waiters.clear()
+            outcome = fut = None  # type: ignore[assignment]
+
+    def _count_joined(self, tally: _Tally) -> None:
+        """Count a lookup that joined another as that one was counted."""
+        self.slow_hits += tally.hits
+        self.fetched += tally.fetched
+        for slot in tally.stale:
+            slot.stats.stale_served += 1
+
+    async def fan_out(self, nkey: str) -> str | None:
         """Ask every provider at once; answer in priority order as soon as it is decided."""
         tasks: list[asyncio.Task[str | None]] = []
         loop = asyncio.get_running_loop()
@@ -436,6 +531,7 @@ class Resolver:
         """A cached answer, refreshed ahead of expiry, served stale while refreshes fail."""
         cache = self.cache
         entry = cache.touch(ckey)  # a hit counts; a miss is counted once, by the load
+        tally = _tally.get()  # the lookup's own counts, for the lookups that joined it
 
         async def load() -> Entry:
             if entry is not None:
@@ -451,30 +547,44 @@ class Resolver:
 
         if entry is None:
             self.fetched += 1
+            if tally is not None:
+                tally.fetched += 1
             return (await cache.get_or_set_async(ckey, load)).value
         verdict = decide(entry, self.timer(), self.policy)
         if verdict is Freshness.FRESH:
             self.slow_hits += 1
+            if tally is not None:
+                tally.hits += 1
             return entry.value
         if verdict is Freshness.REFRESH_AHEAD:
             self.slow_hits += 1
+            if tally is not None:
+                tally.hits += 1
             entry.refreshing = True
             self.spawn(self._refresh_ahead(slot, ckey, entry, load))
             return entry.value
         if verdict is Freshness.RELOAD:
             # Too old to serve even stale: a new value, or the failure.
             self.fetched += 1
+            if tally is not None:
+                tally.fetched += 1
             return (await cache.refresh_async(ckey, load)).value
         if verdict is Freshness.SERVE_STALE:
             slot.stats.stale_served += 1
+            if tally is not None:
+                tally.stale.append(slot)
             self.events.emit("stale_served", slot.name, ckey[1], self.timer() - entry.fetched_at)
             return entry.value
         try:  # Freshness.REVALIDATE
             fresh = (await cache.refresh_async(ckey, load)).value
             self.fetched += 1
+            if tally is not None:
+                tally.fetched += 1
             return fresh
         except ProviderError as exc:
             slot.stats.stale_served += 1
+            if tally is not None:
+                tally.stale.append(slot)
             # Every lookup that joined the refresh gets its failure; the first one counts it
             # (and moves retry_at ahead), so one failure backs off once.
             if self.timer() >= entry.retry_at:
@@ -554,12 +664,15 @@ class Resolver:
 
     def forget(self, nkey: str) -> None:
         """Drop the per-key answers for ``nkey`` (after a write)."""
+        # Lookups from now on do not join one that began before the write.
+        self._resolving.pop(nkey, None)
         for slot in self.slots:
             if slot.mode is Mode.PER_KEY:
                 self.cache.delete(slot.cache_key(nkey))
 
     def clear(self) -> None:
         """Forget every cached answer, the document providers' own copies included."""
+        self._resolving.clear()  # and lookups from now on join none that began before
         self.cache.clear()
         for slot in self.slots:
             provider = slot.provider
