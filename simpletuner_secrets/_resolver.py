@@ -296,7 +296,7 @@ class Resolver:
 
         The first caller fans out (`fan_out`); the others on its loop wait on a future each,
         so a stampede of cold lookups pays one fan-out per key, not one per caller (its
-        tasks, its cache calls: the "200 cold m.get" row of bench_manager). A joiner's
+        tasks, its cache calls; no benchmark row measures it yet, see the CHANGELOG). A joiner's
         cancellation cancels only its own future; when the first caller is cancelled, its
         joiners look up again (one of them first). The answer, or the error, is the first
         caller's: the others began while it was in flight, and a write or a cache clear
